@@ -1,0 +1,159 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sink receives telemetry publishes. Offer must not block: it queues the
+// message or refuses it at once.
+type Sink interface {
+	Offer(topic string, payload []byte, at time.Time) bool
+}
+
+// Waiter is implemented by sinks that can wait a bounded time for room. The
+// broker uses it for QoS 1 publishes, so that a full ingest queue holds up
+// the publishing connection (MQTT flow control) instead of dropping.
+type Waiter interface {
+	OfferWait(ctx context.Context, topic string, payload []byte, at time.Time) bool
+}
+
+// Config configures a Broker. Zero values mean the documented defaults.
+type Config struct {
+	// Addr is the MQTT TCP listener. Empty means 127.0.0.1:1883.
+	Addr string `yaml:"mqtt-addr"`
+	// WSAddr, when set, is an MQTT-over-WebSocket listener (path /mqtt
+	// or any path) for devices behind firewalls that only pass HTTP.
+	WSAddr string `yaml:"mqtt-ws-addr"`
+	// Prefix is the first topic level of telemetry. Empty means "telemetry".
+	Prefix string `yaml:"prefix"`
+	// MaxPacketBytes caps an MQTT packet. Zero means 256 KiB.
+	MaxPacketBytes int `yaml:"max-packet-bytes"`
+	// Sink receives every publish under Prefix. Required.
+	Sink Sink `yaml:"-"`
+	// OnPresence is told when a device goes online or offline. May be nil.
+	// It is called from connection goroutines and must not block.
+	OnPresence func(device string, online bool, at time.Time) `yaml:"-"`
+	// Now gives arrival times; nil means time.Now.
+	Now func() time.Time `yaml:"-"`
+	// Registerer receives the broker's metrics; nil means none.
+	Registerer prometheus.Registerer `yaml:"-"`
+}
+
+// Broker is the embedded MQTT server.
+type Broker struct {
+	cfg       Config
+	log       *slog.Logger
+	srv       *mqtt.Server
+	hook      *ingestHook
+	tcp       *listeners.TCP
+	closeOnce sync.Once
+	served    chan struct{}
+}
+
+// New builds the MQTT server and binds its listeners; Run serves them.
+func New(cfg Config, log *slog.Logger) (*Broker, error) {
+	if cfg.Sink == nil {
+		return nil, errors.New("broker: Config.Sink is required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:1883"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "telemetry"
+	}
+	if cfg.MaxPacketBytes <= 0 {
+		cfg.MaxPacketBytes = 256 << 10
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "broker")
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes)
+	// Sessions of devices that went away are kept a day, not forever, so a
+	// fleet of one-off client ids cannot grow memory without bound.
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		// mochi logs every connection at Info; ours are counted in metrics.
+		Logger: slog.New(quietHandler{log.With("lib", "mochi").Handler(), slog.LevelWarn}),
+	})
+	b := &Broker{cfg: cfg, log: log, srv: srv, served: make(chan struct{})}
+	b.hook = newIngestHook(cfg, log)
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, fmt.Errorf("broker: add auth hook: %w", err)
+	}
+	if err := srv.AddHook(b.hook, nil); err != nil {
+		return nil, fmt.Errorf("broker: add ingest hook: %w", err)
+	}
+	b.tcp = listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Addr})
+	if err := srv.AddListener(b.tcp); err != nil {
+		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
+	}
+	if cfg.WSAddr != "" {
+		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.WSAddr})
+		if err := srv.AddListener(ws); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("broker: listen for MQTT over WebSocket on %s: %w", cfg.WSAddr, err)
+		}
+	}
+	if cfg.Registerer != nil {
+		if err := b.registerMetrics(cfg.Registerer); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("broker: register metrics: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// Addr returns the address the TCP listener is bound to.
+func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// Run serves MQTT until ctx ends, then closes the broker.
+func (b *Broker) Run(ctx context.Context) error {
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	close(b.served)
+	b.log.Info("MQTT listening", "addr", b.Addr(), "ws", b.cfg.WSAddr)
+	<-ctx.Done()
+	return b.Close()
+}
+
+// Close stops the listeners, disconnects every client and waits (briefly)
+// for publishes already inside the hook to reach the sink. It is idempotent.
+func (b *Broker) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		b.hook.closing.Store(true)
+		// mochi's Close is not idempotent; the Once makes ours so.
+		err = b.srv.Close()
+		b.hook.waitIdle(5 * time.Second)
+	})
+	return err
+}
+
+// topicDevice returns the device of a telemetry topic, or "".
+func topicDevice(topic, prefix string) string {
+	rest, ok := strings.CutPrefix(topic, prefix)
+	if !ok {
+		return ""
+	}
+	dev, _, _ := strings.Cut(rest, "/")
+	return dev
+}

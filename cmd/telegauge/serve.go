@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/telegauge/telegauge/broker"
+	"github.com/telegauge/telegauge/dashboard"
+	"github.com/telegauge/telegauge/ingest"
+	"github.com/telegauge/telegauge/ingest/store"
+	"github.com/telegauge/telegauge/web"
+)
+
+// ServeCmd runs one node: broker, ingest and web.
+type ServeCmd struct {
+	Config     kong.ConfigFlag `help:"YAML config file; every flag is a key there (http-addr: 0.0.0.0:8080)." placeholder:"FILE"`
+	HTTPAddr   string          `name:"http-addr" default:"127.0.0.1:8080" help:"HTTP listener: dashboard, API and live streams."`
+	MQTTAddr   string          `name:"mqtt-addr" default:"127.0.0.1:1883" help:"MQTT listener for devices."`
+	MQTTWSAddr string          `name:"mqtt-ws-addr" help:"MQTT over WebSocket listener for devices (off when empty)."`
+	Heartbeat  time.Duration   `default:"15s" help:"Live-stream heartbeat interval."`
+	Auth       string          `enum:"auto,required" default:"auto" help:"auto: anonymous devices and viewers while every listener is on loopback and no credentials exist; required: always demand credentials."`
+	Demo       int             `help:"Also run N simulated devices in-process." placeholder:"N"`
+
+	Prefix             string        `default:"telemetry" help:"First MQTT topic level of telemetry."`
+	LateWindow         time.Duration `default:"24h" help:"Oldest reading time accepted, relative to now."`
+	MaxSeriesPerDevice int           `default:"1000" help:"Series one device may create."`
+	FlushInterval      time.Duration `default:"1s" help:"How often rollups are flushed to history."`
+	Retention1s        time.Duration `name:"retention-1s" env:"TELEGAUGE_RETENTION_1S" default:"1h" help:"How long 1-second rollups are kept."`
+	Retention1m        time.Duration `name:"retention-1m" env:"TELEGAUGE_RETENTION_1M" default:"48h" help:"How long 1-minute rollups are kept."`
+	Retention1h        time.Duration `name:"retention-1h" env:"TELEGAUGE_RETENTION_1H" default:"2160h" help:"How long 1-hour rollups are kept."`
+	ResumeWindow       time.Duration `default:"5m" help:"How far back a live client can resume from its cursor."`
+	Origins            []string      `help:"Origins allowed to open WebSockets, such as https://ops.example.com (default: same origin only)."`
+
+	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Log level."`
+	LogFormat string `enum:"text,json" default:"text" help:"Log format."`
+}
+
+// shutdownDeadline bounds the whole orderly shutdown.
+const shutdownDeadline = 10 * time.Second
+
+// Run starts the node and blocks until SIGINT or SIGTERM, then stops it in
+// order: web (live viewers are told first), the broker, then ingest drains
+// its queue and flushes.
+func (c *ServeCmd) Run() error {
+	log := newLogger(c.LogLevel, c.LogFormat)
+	if err := c.checkAuth(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	n, err := c.build(log)
+	if err != nil {
+		return err
+	}
+	return n.run(ctx, log)
+}
+
+// checkAuth applies protected mode (DESIGN.md §5): with no way to hold
+// credentials yet, only loopback listeners may run, anonymously.
+func (c *ServeCmd) checkAuth() error {
+	if c.Auth == "required" {
+		return errors.New("--auth required: this version has no device or user credentials yet, so nothing could connect; run with --auth auto on loopback addresses")
+	}
+	for name, addr := range map[string]string{"--http-addr": c.HTTPAddr, "--mqtt-addr": c.MQTTAddr, "--mqtt-ws-addr": c.MQTTWSAddr} {
+		if addr != "" && !isLoopback(addr) {
+			return fmt.Errorf("%s %s is not a loopback address and no credentials are configured: anonymous access is only allowed on loopback. "+
+				"Add credentials (telegauge devices add, telegauge users add) or bind to 127.0.0.1 behind a reverse proxy", name, addr)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether a listen address only accepts local
+// connections. An empty host or 0.0.0.0 listens everywhere.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// node is a wired server.
+type node struct {
+	cfg    *ServeCmd
+	reg    *prometheus.Registry
+	store  *store.Memory
+	agg    *ingest.Aggregator
+	hub    *dashboard.Hub
+	broker *broker.Broker
+	web    *web.Server
+}
+
+func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
+	n := &node{cfg: c, reg: prometheus.NewRegistry()}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	clock := clockwork.NewRealClock()
+	retention := store.Retention{c.Retention1s, c.Retention1m, c.Retention1h}
+	var err error
+	if n.store, err = store.NewMemory(store.MemoryConfig{Retention: retention, Clock: clock}, log); err != nil {
+		return nil, fmt.Errorf("open history: %w", err)
+	}
+	if n.hub, err = dashboard.NewHub(dashboard.HubConfig{
+		ResumeWindow: c.ResumeWindow,
+		Heartbeat:    c.Heartbeat,
+		Clock:        clock,
+		Registerer:   n.reg,
+	}, log); err != nil {
+		return nil, err
+	}
+	if n.agg, err = ingest.New(ingest.Config{
+		Decode:             ingest.DecodeConfig{Prefix: c.Prefix, LateWindow: c.LateWindow},
+		MaxSeriesPerDevice: c.MaxSeriesPerDevice,
+		FlushInterval:      c.FlushInterval,
+		Store:              n.store,
+		OnReadings:         n.hub.Publish,
+		Clock:              clock,
+		Registerer:         n.reg,
+	}, log); err != nil {
+		return nil, err
+	}
+	querier, err := dashboard.NewQuerier(dashboard.QueryConfig{
+		Source:    n.agg,
+		History:   n.store,
+		Retention: retention,
+		Clock:     clock,
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	if n.broker, err = broker.New(broker.Config{
+		Addr:   c.MQTTAddr,
+		WSAddr: c.MQTTWSAddr,
+		Prefix: c.Prefix,
+		Sink:   n.agg,
+		OnPresence: func(device string, online bool, at time.Time) {
+			n.agg.SetPresence(device, online, at)
+			n.hub.PublishPresence(device, online, at)
+		},
+		Registerer: n.reg,
+	}, log); err != nil {
+		return nil, err
+	}
+	if n.web, err = web.New(web.Config{
+		Addr:       c.HTTPAddr,
+		Origins:    c.Origins,
+		Hub:        n.hub,
+		Querier:    querier,
+		Devices:    n.agg,
+		Gatherer:   n.reg,
+		Registerer: n.reg,
+	}, log); err != nil {
+		_ = n.broker.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// run serves until ctx ends or a component fails, then shuts down in order
+// under one deadline.
+func (n *node) run(ctx context.Context, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Each stage has its own context so that shutdown can go in order even
+	// though every component runs from the start.
+	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	ingestCtx, stopIngest := context.WithCancel(context.Background())
+	backCtx, stopBack := context.WithCancel(context.Background())
+	defer stopBroker()
+	defer stopIngest()
+	defer stopBack()
+
+	var front, brk, ing, back errgroup.Group
+	failed := func(name string, err error) error {
+		if err != nil {
+			log.Error("component failed", "component", name, "err", err)
+			cancel()
+		}
+		return err
+	}
+	back.Go(func() error { return failed("hub", n.hub.Run(backCtx)) })
+	back.Go(func() error { return failed("store", n.store.Run(backCtx)) })
+	ing.Go(func() error { return failed("ingest", n.agg.Run(ingestCtx)) })
+	brk.Go(func() error { return failed("broker", n.broker.Run(brokerCtx)) })
+	front.Go(func() error { return failed("web", n.web.Run(ctx)) })
+	if n.cfg.Demo > 0 {
+		front.Go(func() error { return runDemo(ctx, n.cfg.Demo, n.broker.Addr(), n.cfg.Prefix, log) })
+	}
+	log.Info("telegauge serving", "dashboard", "http://"+n.web.Addr(), "mqtt", n.broker.Addr(), "demo", n.cfg.Demo)
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	done := make(chan error, 1)
+	go func() {
+		errs := []error{front.Wait()} // web ended its viewers and stopped; demo devices disconnected
+		stopBroker()
+		errs = append(errs, brk.Wait())
+		stopIngest() // drain the queue and flush, now that nothing more can arrive
+		errs = append(errs, ing.Wait())
+		stopBack()
+		errs = append(errs, back.Wait(), n.store.Close())
+		done <- errors.Join(errs...)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		log.Info("stopped")
+		return nil
+	case <-time.After(shutdownDeadline):
+		return fmt.Errorf("shutdown: not finished after %s", shutdownDeadline)
+	}
+}
+
+func newLogger(level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,592 @@
+package dashboard
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telegauge/telegauge/ingest"
+)
+
+// HubConfig configures a Hub. Zero values mean the documented defaults.
+type HubConfig struct {
+	// ResumeWindow is how long frames stay in the resume ring. Zero means
+	// 5 minutes.
+	ResumeWindow time.Duration `yaml:"resume-window"`
+	// ResumeBytes bounds the resume ring (about 40 bytes per reading). Zero
+	// means 128 MiB. At high ingest rates this bound, not ResumeWindow, is
+	// what limits how far back a client can resume.
+	ResumeBytes int `yaml:"resume-bytes"`
+	// Heartbeat is sent to a viewer that was sent nothing for this long;
+	// WebSocket viewers are also pinged this often. Zero means 15 s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// MaxFrameDelay bounds how long readings wait to be framed when the hub
+	// spaces frames out under load. Zero means 20 ms.
+	MaxFrameDelay time.Duration `yaml:"max-frame-delay"`
+	// ViewerQueueBytes bounds each viewer's queue. Zero means 4 MiB.
+	ViewerQueueBytes int `yaml:"viewer-queue-bytes"`
+	// MaxViewers caps concurrent viewers. Zero means 100,000.
+	MaxViewers int `yaml:"max-viewers"`
+	// Clock is the time source; nil means the real clock.
+	Clock clockwork.Clock `yaml:"-"`
+	// Registerer receives the hub's metrics; nil means none.
+	Registerer prometheus.Registerer `yaml:"-"`
+}
+
+// Hub fans live readings out to viewers. Readings published by the
+// aggregator are gathered into frames; each frame gets the next cursor, is
+// kept in the resume ring, and is filtered and encoded once per distinct
+// subscription, the encoded message being shared by every viewer with that
+// subscription.
+//
+// Publish and PublishPresence never block on viewers. All methods are safe
+// for concurrent use.
+type Hub struct {
+	cfg     HubConfig
+	log     *slog.Logger
+	epoch   string
+	wake    chan struct{}
+	metrics *hubMetrics
+
+	pendMu   sync.Mutex // guards pending and presence
+	pending  []ingest.Reading
+	presence []Presence
+
+	mu           sync.Mutex // guards the fields below; taken before any Viewer.mu
+	seq          uint64     // seq of the latest frame
+	ring         []frame
+	ringBytes    int
+	evictedUpTo  uint64 // seq of the latest frame dropped from the ring
+	groups       map[string]*group
+	viewers      map[*Viewer]struct{}
+	nextID       uint64
+	closed       bool
+	frameCostEMA time.Duration
+
+	wg sync.WaitGroup // one per viewer not yet Closed
+}
+
+// frame is one entry of the resume ring: every reading of one frame.
+type frame struct {
+	seq    uint64
+	atMs   int64
+	points []ingest.Reading
+	bytes  int
+}
+
+// readingBytes is what one reading is counted as in the resume ring: the
+// Reading itself; series ids are interned and shared.
+const readingBytes = 40
+
+// group is the viewers sharing one subscription.
+type group struct {
+	patterns Patterns
+	viewers  map[*Viewer]struct{}
+	match    map[string]bool // memo of patterns.Match by series
+}
+
+const matchMemoLimit = 1 << 16
+
+func (g *group) matches(series string) bool {
+	if g.patterns.all {
+		return true
+	}
+	m, ok := g.match[series]
+	if !ok {
+		if len(g.match) >= matchMemoLimit {
+			clear(g.match)
+		}
+		m = g.patterns.Match(series)
+		g.match[series] = m
+	}
+	return m
+}
+
+// NewHub returns a Hub; Run starts its frame loop.
+func NewHub(cfg HubConfig, log *slog.Logger) (*Hub, error) {
+	if cfg.ResumeWindow <= 0 {
+		cfg.ResumeWindow = 5 * time.Minute
+	}
+	if cfg.ResumeBytes <= 0 {
+		cfg.ResumeBytes = 128 << 20
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 15 * time.Second
+	}
+	if cfg.MaxFrameDelay <= 0 {
+		cfg.MaxFrameDelay = 20 * time.Millisecond
+	}
+	if cfg.ViewerQueueBytes <= 0 {
+		cfg.ViewerQueueBytes = 4 << 20
+	}
+	if cfg.MaxViewers <= 0 {
+		cfg.MaxViewers = 100_000
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{
+		cfg:     cfg,
+		log:     log.With("component", "hub"),
+		epoch:   newEpoch(),
+		wake:    make(chan struct{}, 1),
+		groups:  make(map[string]*group),
+		viewers: make(map[*Viewer]struct{}),
+	}
+	h.metrics = newHubMetrics(h)
+	if cfg.Registerer != nil {
+		if err := h.metrics.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("hub: register metrics: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// Heartbeat returns the heartbeat interval.
+func (h *Hub) Heartbeat() time.Duration { return h.cfg.Heartbeat }
+
+// Clock returns the hub's time source, which transports use for their own
+// deadlines so that tests can drive them.
+func (h *Hub) Clock() clockwork.Clock { return h.cfg.Clock }
+
+// Publish hands the hub readings for the next frame. It copies them and
+// never blocks on viewers; it is the aggregator's OnReadings.
+func (h *Hub) Publish(rs []ingest.Reading) {
+	if len(rs) == 0 {
+		return
+	}
+	h.pendMu.Lock()
+	first := len(h.pending) == 0 && len(h.presence) == 0
+	h.pending = append(h.pending, rs...)
+	h.pendMu.Unlock()
+	if first {
+		h.signal()
+	}
+}
+
+// PublishPresence queues a device's online change for the viewers whose
+// subscription covers the device.
+func (h *Hub) PublishPresence(device string, online bool, at time.Time) {
+	h.pendMu.Lock()
+	h.presence = append(h.presence, Presence{Device: device, Online: online, TimeMs: at.UnixMilli()})
+	h.pendMu.Unlock()
+	h.signal()
+}
+
+func (h *Hub) signal() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run builds and fans out frames, and sends heartbeats and pings, until ctx
+// ends. Frames go out as soon as readings arrive; when framing and fan-out
+// get expensive the loop spaces frames out (up to MaxFrameDelay), so each
+// carries more readings and fan-out stays a bounded share of the time.
+func (h *Hub) Run(ctx context.Context) error {
+	tick := h.cfg.Clock.NewTicker(h.heartbeatTick())
+	defer tick.Stop()
+	var next time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			h.frame()
+			return nil
+		case <-tick.Chan():
+			h.heartbeats()
+		case <-h.wake:
+			if wait := next.Sub(h.cfg.Clock.Now()); wait > 0 {
+				select {
+				case <-h.cfg.Clock.After(wait):
+				case <-ctx.Done():
+					h.frame()
+					return nil
+				}
+			}
+			start := h.cfg.Clock.Now()
+			h.frame()
+			cost := h.cfg.Clock.Since(start)
+			// Space frames so that framing takes at most about half the
+			// time: the next frame waits as long as this one took.
+			h.frameCostEMA = (h.frameCostEMA*7 + cost) / 8
+			next = start.Add(min(cost+h.frameCostEMA, h.cfg.MaxFrameDelay))
+		}
+	}
+}
+
+func (h *Hub) heartbeatTick() time.Duration {
+	return max(h.cfg.Heartbeat/4, time.Millisecond)
+}
+
+// frame turns everything published since the previous frame into one
+// frame, and queues it (filtered, encoded once per subscription) to every
+// viewer it concerns.
+func (h *Hub) frame() {
+	h.pendMu.Lock()
+	pts, pres := h.pending, h.presence
+	h.pending, h.presence = nil, nil
+	h.pendMu.Unlock()
+	if len(pts) == 0 && len(pres) == 0 {
+		return
+	}
+	nowMs := h.cfg.Clock.Now().UnixMilli()
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	var slow []*Viewer
+	if len(pts) > 0 {
+		h.seq++
+		f := frame{seq: h.seq, atMs: nowMs, points: pts, bytes: len(pts) * readingBytes}
+		h.ring = append(h.ring, f)
+		h.ringBytes += f.bytes
+		h.evictLocked(nowMs)
+		cursor := formatCursor(h.epoch, h.seq)
+		h.metrics.frames.Inc()
+		h.metrics.readings.Add(float64(len(pts)))
+		var buf []ingest.Reading
+		for _, g := range h.groups {
+			buf = buf[:0]
+			for _, p := range pts {
+				if g.matches(p.Series) {
+					buf = append(buf, p)
+				}
+			}
+			if len(buf) == 0 {
+				continue
+			}
+			var msgPts []ingest.Reading
+			if len(buf) == len(pts) {
+				msgPts = pts // the ring's copy is immutable; share it
+			} else {
+				msgPts = append([]ingest.Reading(nil), buf...)
+			}
+			msg := NewMessage(h.seq, cursor, msgPts)
+			h.metrics.messages.Inc()
+			for v := range g.viewers {
+				if !v.enqueue(Event{Kind: EventPoints, Msg: msg}) {
+					slow = append(slow, v)
+				}
+				v.lastSentMs = nowMs
+			}
+		}
+	}
+	for _, p := range pres {
+		for _, g := range h.groups {
+			if !g.patterns.MatchDevice(p.Device) {
+				continue
+			}
+			for v := range g.viewers {
+				if !v.enqueue(Event{Kind: EventPresence, Presence: p}) {
+					slow = append(slow, v)
+				}
+				v.lastSentMs = nowMs
+			}
+		}
+	}
+	for _, v := range slow {
+		h.endSlowLocked(v)
+	}
+}
+
+// evictLocked drops frames older than the resume window, or beyond its
+// byte bound. The caller must hold h.mu.
+func (h *Hub) evictLocked(nowMs int64) {
+	i := 0
+	for ; i < len(h.ring)-1; i++ { // always keep the newest frame
+		f := &h.ring[i]
+		if h.ringBytes <= h.cfg.ResumeBytes && nowMs-f.atMs <= h.cfg.ResumeWindow.Milliseconds() {
+			break
+		}
+		h.ringBytes -= f.bytes
+		h.evictedUpTo = f.seq
+	}
+	if i > 0 {
+		clear(h.ring[:i])
+		h.ring = h.ring[i:]
+	}
+}
+
+func (h *Hub) endSlowLocked(v *Viewer) {
+	h.metrics.slow.Inc()
+	h.log.Info("viewer too slow: disconnecting", "viewer", v.id, "transport", v.transport)
+	h.detachLocked(v)
+	v.end(Event{Kind: EventClosing, TimeMs: h.cfg.Clock.Now().UnixMilli(), Reason: "too slow: could not keep up even after skipping ahead"}, ReasonTooSlow)
+}
+
+// heartbeats queues a heartbeat to every viewer that was sent nothing for a
+// heartbeat interval, and a ping to every WebSocket viewer due one.
+func (h *Hub) heartbeats() {
+	nowMs := h.cfg.Clock.Now().UnixMilli()
+	hb := h.cfg.Heartbeat.Milliseconds()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cursor := formatCursor(h.epoch, h.seq)
+	for v := range h.viewers {
+		if nowMs-v.lastSentMs >= hb {
+			v.enqueue(Event{Kind: EventHeartbeat, TimeMs: nowMs, Cursor: cursor})
+			v.lastSentMs = nowMs
+		}
+		if v.wantsPing && nowMs-v.lastPingMs >= hb {
+			v.enqueue(Event{Kind: EventPing, TimeMs: nowMs})
+			v.lastPingMs = nowMs
+		}
+	}
+}
+
+// SubscribeOptions describe a new viewer.
+type SubscribeOptions struct {
+	// Transport names the viewer's transport ("ws", "sse", "longpoll",
+	// "poll") for metrics and logs.
+	Transport string
+	// Cursor, when set, resumes after that position: the viewer first gets
+	// every matching reading after it, or an EventReset when it is unknown
+	// or too old. A malformed cursor is CodeInvalid.
+	Cursor string
+	// Ping asks for EventPing every heartbeat interval.
+	Ping bool
+}
+
+// Subscribe registers a viewer for the patterns. It returns the viewer and
+// the cursor its live stream starts after: the caller's cursor when resumed,
+// otherwise the current one.
+func (h *Hub) Subscribe(ps Patterns, opts SubscribeOptions) (*Viewer, string, error) {
+	var (
+		epoch string
+		after uint64
+	)
+	if opts.Cursor != "" {
+		var err error
+		if epoch, after, err = parseCursor(opts.Cursor); err != nil {
+			return nil, "", err
+		}
+	}
+	nowMs := h.cfg.Clock.Now().UnixMilli()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, "", ErrClosed
+	}
+	if len(h.viewers) >= h.cfg.MaxViewers {
+		return nil, "", Errorf(CodeTooMany, "too many live viewers (limit %d)", h.cfg.MaxViewers)
+	}
+	h.nextID++
+	v := &Viewer{
+		hub:        h,
+		id:         h.nextID,
+		transport:  opts.Transport,
+		wantsPing:  opts.Ping,
+		lastSentMs: nowMs,
+		lastPingMs: nowMs,
+		notify:     make(chan struct{}, 1),
+		done:       make(chan struct{}),
+	}
+	v.lastPongMs.Store(nowMs)
+	h.viewers[v] = struct{}{}
+	h.wg.Add(1)
+	h.metrics.viewers.WithLabelValues(opts.Transport).Inc()
+	ack := formatCursor(h.epoch, h.seq)
+	resume := opts.Cursor != "" && h.resumableLocked(epoch, after)
+	if resume {
+		ack = opts.Cursor
+	}
+	v.enqueue(Event{Kind: EventSubscribed, Series: ps.List(), Cursor: ack})
+	switch {
+	case resume:
+		h.replayLocked(v, after, func(s string) bool { return ps.Match(s) })
+	case opts.Cursor != "":
+		h.metrics.resets.Inc()
+		v.enqueue(Event{Kind: EventReset, Cursor: ack})
+	}
+	h.attachLocked(v, ps)
+	return v, ack, nil
+}
+
+// resumableLocked reports whether every frame after (epoch, after) is still
+// in the ring. The caller must hold h.mu.
+func (h *Hub) resumableLocked(epoch string, after uint64) bool {
+	return epoch == h.epoch && after <= h.seq && after >= h.evictedUpTo
+}
+
+// replayLocked queues, as one message, every ring reading after seq that
+// want accepts. The caller must hold h.mu.
+func (h *Hub) replayLocked(v *Viewer, after uint64, want func(string) bool) {
+	var pts []ingest.Reading
+	for i := range h.ring {
+		f := &h.ring[i]
+		if f.seq <= after {
+			continue
+		}
+		for _, p := range f.points {
+			if want(p.Series) {
+				pts = append(pts, p)
+			}
+		}
+	}
+	if len(pts) > 0 {
+		v.enqueue(Event{Kind: EventPoints, Msg: NewMessage(h.seq, formatCursor(h.epoch, h.seq), pts)})
+	}
+}
+
+// attachLocked puts v in the group of ps. The caller must hold h.mu.
+func (h *Hub) attachLocked(v *Viewer, ps Patterns) {
+	v.patterns = ps
+	if ps.Len() == 0 {
+		return
+	}
+	key := ps.Key()
+	g := h.groups[key]
+	if g == nil {
+		g = &group{patterns: ps, viewers: make(map[*Viewer]struct{}), match: make(map[string]bool)}
+		h.groups[key] = g
+	}
+	g.viewers[v] = struct{}{}
+	v.group = g
+}
+
+// detachLocked takes v out of its group. The caller must hold h.mu.
+func (h *Hub) detachLocked(v *Viewer) {
+	g := v.group
+	if g == nil {
+		return
+	}
+	delete(g.viewers, v)
+	if len(g.viewers) == 0 {
+		delete(h.groups, g.patterns.Key())
+	}
+	v.group = nil
+}
+
+// AddSeries widens a live viewer's subscription. With a cursor, the viewer
+// first gets the readings after it that match the new patterns and not the
+// old ones (or a reset). It returns the cursor live delivery of the new
+// patterns starts after.
+func (h *Hub) AddSeries(v *Viewer, add Patterns, cursor string) (string, error) {
+	var (
+		epoch string
+		after uint64
+	)
+	if cursor != "" {
+		var err error
+		if epoch, after, err = parseCursor(cursor); err != nil {
+			return "", err
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return "", ErrClosed
+	}
+	if _, ok := h.viewers[v]; !ok {
+		return "", Errorf(CodeInvalid, "viewer is closed")
+	}
+	old := v.patterns
+	union, err := old.Union(add)
+	if err != nil {
+		return "", err
+	}
+	ack := formatCursor(h.epoch, h.seq)
+	resume := cursor != "" && h.resumableLocked(epoch, after)
+	if resume {
+		ack = cursor
+	}
+	v.enqueue(Event{Kind: EventSubscribed, Series: union.List(), Cursor: ack})
+	switch {
+	case resume:
+		h.replayLocked(v, after, func(s string) bool { return add.Match(s) && !old.Match(s) })
+	case cursor != "":
+		h.metrics.resets.Inc()
+		v.enqueue(Event{Kind: EventReset, Cursor: ack})
+	}
+	h.detachLocked(v)
+	h.attachLocked(v, union)
+	return ack, nil
+}
+
+// RemoveSeries narrows a live viewer's subscription by the exact patterns
+// given, as MQTT unsubscribe does, and queues an EventSubscribed with what
+// remains.
+func (h *Hub) RemoveSeries(v *Viewer, remove Patterns) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.viewers[v]; ok {
+		rest := v.patterns.Without(remove)
+		h.detachLocked(v)
+		h.attachLocked(v, rest)
+		v.enqueue(Event{Kind: EventSubscribed, Series: rest.List(), Cursor: formatCursor(h.epoch, h.seq)})
+	}
+}
+
+// Detach stops live delivery to v and returns the cursor up to which every
+// frame has been queued to it: after draining v, a client that resumes from
+// that cursor misses nothing and gets nothing twice. Long polls end with it.
+func (h *Hub) Detach(v *Viewer) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.detachLocked(v)
+	return formatCursor(h.epoch, h.seq)
+}
+
+// Notify queues a transport-level event (such as EventError) to v.
+func (h *Hub) Notify(v *Viewer, e Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v.enqueue(e)
+}
+
+// Cursor returns the cursor of the latest frame.
+func (h *Hub) Cursor() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return formatCursor(h.epoch, h.seq)
+}
+
+// remove forgets a viewer the transport closed.
+func (h *Hub) remove(v *Viewer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.viewers[v]; !ok {
+		return
+	}
+	h.detachLocked(v)
+	delete(h.viewers, v)
+	h.metrics.viewers.WithLabelValues(v.transport).Dec()
+}
+
+// Close ends every viewer with an EventClosing (telling clients to
+// reconnect elsewhere or later), refuses new ones, and waits until every
+// transport has closed its viewer or ctx ends. It is idempotent.
+func (h *Hub) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if !h.closed {
+		h.closed = true
+		nowMs := h.cfg.Clock.Now().UnixMilli()
+		for v := range h.viewers {
+			h.detachLocked(v)
+			v.end(Event{Kind: EventClosing, TimeMs: nowMs, Reason: "server shutting down", Cursor: formatCursor(h.epoch, h.seq)}, ReasonShutdown)
+		}
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		h.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("hub close: viewers still open: %w", ctx.Err())
+	}
+}

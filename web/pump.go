@@ -1,0 +1,122 @@
+package web
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/telegauge/telegauge/dashboard"
+	"github.com/telegauge/telegauge/ingest"
+)
+
+// maxRate caps the rate parameter (frames per second).
+const maxRate = 100
+
+// rateParam reads the optional rate parameter: at most that many frames
+// per second to this client, readings batched, never dropped. It returns the
+// minimum interval between frames, or 0 for no cap.
+func rateParam(c *fiber.Ctx) (time.Duration, error) {
+	r := c.Query("rate")
+	if r == "" || r == "0" {
+		return 0, nil
+	}
+	n, err := strconv.ParseFloat(r, 64)
+	if err != nil || n <= 0 || n > maxRate {
+		return 0, dashboard.Errorf(dashboard.CodeInvalid, "rate must be a number of frames per second between 0 and %d", maxRate)
+	}
+	return time.Duration(float64(time.Second) / n), nil
+}
+
+// pump moves a viewer's events to its connection: it waits for events,
+// drains them all, and writes them as one batch. With a frame-rate cap it
+// waits out the interval first and merges the waiting point messages into
+// one frame.
+type pump struct {
+	v           *dashboard.Viewer
+	hub         *dashboard.Hub
+	minInterval time.Duration
+	// stop, when closed, ends run (the client went away). May be nil.
+	stop    <-chan struct{}
+	stopped bool
+	events  []dashboard.Event
+	last    time.Time
+}
+
+// run calls write with each batch until write fails, stop closes, or the
+// hub ends the viewer (then the final batch is written and run returns nil).
+// It returns write's error.
+func (p *pump) run(write func([]dashboard.Event) error) error {
+	clock := p.hub.Clock()
+	for {
+		ended := false
+		select {
+		case <-p.v.Ready():
+		case <-p.v.Done():
+			ended = true
+		case <-p.stop:
+			p.stopped = true
+			return nil
+		}
+		if !ended && p.minInterval > 0 {
+			if wait := p.last.Add(p.minInterval).Sub(clock.Now()); wait > 0 {
+				select {
+				case <-clock.After(wait):
+				case <-p.v.Done():
+					ended = true
+				case <-p.stop:
+					p.stopped = true
+					return nil
+				}
+			}
+		}
+		p.events = p.v.Next(p.events[:0])
+		if p.minInterval > 0 {
+			p.events = mergePoints(p.events)
+		}
+		if len(p.events) > 0 {
+			p.last = clock.Now()
+			if err := write(p.events); err != nil {
+				return err
+			}
+		}
+		if ended {
+			return nil
+		}
+	}
+}
+
+// mergePoints merges consecutive point messages into one, so a rate-capped
+// client gets one frame per interval with every reading in it.
+func mergePoints(evs []dashboard.Event) []dashboard.Event {
+	out := evs[:0]
+	for i := 0; i < len(evs); i++ {
+		e := evs[i]
+		if e.Kind != dashboard.EventPoints || i+1 >= len(evs) || evs[i+1].Kind != dashboard.EventPoints {
+			out = append(out, e)
+			continue
+		}
+		var pts []ingest.Reading
+		for ; i < len(evs) && evs[i].Kind == dashboard.EventPoints; i++ {
+			pts = append(pts, evs[i].Msg.Points...)
+		}
+		i--
+		last := evs[i].Msg
+		out = append(out, dashboard.Event{Kind: dashboard.EventPoints, Msg: dashboard.NewMessage(last.Seq, last.Cursor, pts)})
+	}
+	return out
+}
+
+// bufPool holds write buffers, so an idle connection holds none.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 1<<20 {
+		return // let a huge one go rather than pin it
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}

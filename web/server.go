@@ -1,0 +1,229 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/telegauge/telegauge/dashboard"
+	"github.com/telegauge/telegauge/ingest"
+)
+
+// DeviceLister lists devices for the API; the aggregator is one.
+type DeviceLister interface {
+	Devices() []ingest.DeviceInfo
+}
+
+// Config configures a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Addr is the HTTP listener. Empty means 127.0.0.1:8080.
+	Addr string `yaml:"http-addr"`
+	// Origins lists the Origins allowed to open a WebSocket
+	// ("https://ops.example.com"); "*" allows any. Empty means same origin
+	// only (the Origin's host equals the Host header).
+	Origins []string `yaml:"origins"`
+	// SSERetry is the reconnection delay hinted to SSE clients. Zero means
+	// 2 s.
+	SSERetry time.Duration `yaml:"sse-retry"`
+	// WriteTimeout bounds each write to a live client; a client that cannot
+	// take a batch in this time is disconnected. Zero means 10 s.
+	WriteTimeout time.Duration `yaml:"write-timeout"`
+	// PollWait is the default long-poll wait; MaxPollWait caps it. Zero
+	// means 25 s and 60 s: below common proxy idle timeouts.
+	PollWait    time.Duration `yaml:"poll-wait"`
+	MaxPollWait time.Duration `yaml:"max-poll-wait"`
+	// WSReadLimitBytes caps one WebSocket message from a client. Zero means
+	// 64 KiB.
+	WSReadLimitBytes int64 `yaml:"ws-read-limit-bytes"`
+	// WSCompression offers permessage-deflate to WebSocket clients. It is
+	// on unless DisableWSCompression is set.
+	DisableWSCompression bool `yaml:"disable-ws-compression"`
+
+	Hub     *dashboard.Hub     `yaml:"-"` // required
+	Querier *dashboard.Querier `yaml:"-"` // required
+	Devices DeviceLister       `yaml:"-"` // required
+	// Ready reports whether the node can serve (for /readyz); nil means
+	// always ready.
+	Ready func() error `yaml:"-"`
+	// Gatherer serves /metrics; nil means no metrics endpoint.
+	Gatherer prometheus.Gatherer `yaml:"-"`
+	// Registerer receives the web tier's metrics; nil means none.
+	Registerer prometheus.Registerer `yaml:"-"`
+}
+
+// Server is the HTTP side of Telegauge: the API, the live transports and the
+// embedded dashboard.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	app      *fiber.App
+	ln       net.Listener
+	metrics  *webMetrics
+	closing  atomic.Bool
+	upgrader wsUpgrader
+}
+
+// New builds the app and binds its listener; Run serves it.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.Hub == nil || cfg.Querier == nil || cfg.Devices == nil {
+		return nil, errors.New("web: Config needs Hub, Querier and Devices")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.SSERetry <= 0 {
+		cfg.SSERetry = 2 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.PollWait <= 0 {
+		cfg.PollWait = 25 * time.Second
+	}
+	if cfg.MaxPollWait <= 0 {
+		cfg.MaxPollWait = 60 * time.Second
+	}
+	if cfg.WSReadLimitBytes <= 0 {
+		cfg.WSReadLimitBytes = 64 << 10
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: log.With("component", "web")}
+	s.metrics = newWebMetrics()
+	if cfg.Registerer != nil {
+		if err := s.metrics.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("web: register metrics: %w", err)
+		}
+	}
+	s.upgrader = newWSUpgrader(cfg)
+	s.app = fiber.New(fiber.Config{
+		AppName:               "telegauge",
+		DisableStartupMessage: true,
+		ErrorHandler:          s.handleError,
+		// Requests are small; a slow sender is cut off. Live streams are
+		// hijacked or long-polled and manage their own deadlines.
+		ReadTimeout:    30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
+		ReadBufferSize: 8 << 10,
+		BodyLimit:      1 << 20,
+	})
+	s.routes()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("web: listen on %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	return s, nil
+}
+
+func (s *Server) routes() {
+	s.app.Get("/healthz", s.handleHealth)
+	s.app.Get("/readyz", s.handleReady)
+	if s.cfg.Gatherer != nil {
+		s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	api := s.app.Group("/api/v1")
+	api.Get("/devices", s.handleDevices)
+	api.Get("/query", s.handleQuery)
+	api.Get("/stream", s.handleSSE)
+	api.Get("/ws", s.handleWS)
+	api.Get("/poll", s.handlePoll)
+	api.Use(func(c *fiber.Ctx) error {
+		return dashboard.Errorf(dashboard.CodeNotFound, "no such endpoint: %s %s", c.Method(), c.Path())
+	})
+	s.routesUI()
+}
+
+// Addr returns the address the listener is bound to.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down: live viewers are ended first
+// (each told why), then the app, under one deadline of shutdownTimeout.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(s.ln) }()
+	s.log.Info("HTTP listening", "addr", s.Addr())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("web: serve: %w", err)
+	case <-ctx.Done():
+	}
+	err := s.Shutdown(context.WithoutCancel(ctx))
+	if serr := <-errc; serr != nil {
+		err = errors.Join(err, fmt.Errorf("web: serve: %w", serr))
+	}
+	return err
+}
+
+// shutdownTimeout bounds Shutdown.
+const shutdownTimeout = 10 * time.Second
+
+// Shutdown ends every live viewer, then stops the app. Fiber waits for open
+// connections and would wait forever on a stream (gofiber/fiber#1225), so
+// the hub ends the streams first. It is idempotent.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.closing.Swap(true) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, shutdownTimeout)
+	defer cancel()
+	herr := s.cfg.Hub.Close(ctx)
+	remaining := shutdownTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		remaining = max(time.Until(dl), 100*time.Millisecond)
+	}
+	aerr := s.app.ShutdownWithTimeout(remaining)
+	return errors.Join(herr, aerr)
+}
+
+// handleError maps errors to statuses and a JSON body: dashboard.Error by
+// its code, fiber.Error by its status, anything else is a logged 500.
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	status, msg := fiber.StatusInternalServerError, "internal error"
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &fe):
+		status, msg = fe.Code, fe.Message
+	case dashboard.ErrorCode(err) != dashboard.CodeInternal:
+		status, msg = statusOf[dashboard.ErrorCode(err)], err.Error()
+	default:
+		s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "remote", c.IP(), "err", err)
+	}
+	return c.Status(status).JSON(fiber.Map{"error": msg})
+}
+
+// statusOf maps error codes to HTTP statuses (STYLE.md: one map, in web).
+var statusOf = map[dashboard.Code]int{
+	dashboard.CodeInvalid:     fiber.StatusBadRequest,
+	dashboard.CodeNotFound:    fiber.StatusNotFound,
+	dashboard.CodeTooLarge:    fiber.StatusRequestEntityTooLarge,
+	dashboard.CodeTooMany:     fiber.StatusTooManyRequests,
+	dashboard.CodeUnavailable: fiber.StatusServiceUnavailable,
+	dashboard.CodeInternal:    fiber.StatusInternalServerError,
+}
+
+func (s *Server) handleHealth(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"status": "ok"})
+}
+
+func (s *Server) handleReady(c *fiber.Ctx) error {
+	if s.closing.Load() {
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "shutting down"})
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "error": err.Error()})
+		}
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
