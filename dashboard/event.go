@@ -12,15 +12,15 @@ type EventKind uint8
 
 // The event kinds a viewer receives, in the vocabulary of DESIGN.md §4.
 const (
-	EventPoints    EventKind = iota // Msg: readings after a cursor
-	EventPresence                   // Presence: a device went online or offline
-	EventGap                        // Gap: readings skipped for this viewer; backfill from history
-	EventReset                      // the resume cursor was unknown or too old: reload history
-	EventHeartbeat                  // nothing else was sent for a heartbeat interval
-	EventPing                       // time for a protocol-level ping (WebSocket only)
-	EventClosing                    // the server ended the stream; Reason says why
-	EventSubscribed                 // Series and Cursor: a subscription took effect; points after Cursor follow
-	EventError                      // Reason: a client request on the stream was refused
+	EventPoints     EventKind = iota // Msg: readings after a cursor
+	EventPresence                    // Presence: a device went online or offline
+	EventGap                         // Gap: readings skipped for this viewer; backfill from history
+	EventReset                       // the resume cursor was unknown or too old: reload history
+	EventHeartbeat                   // nothing else was sent for a heartbeat interval
+	EventPing                        // time for a protocol-level ping (WebSocket only)
+	EventClosing                     // the server ended the stream; Reason says why
+	EventSubscribed                  // Series and Cursor: a subscription took effect; points after Cursor follow
+	EventError                       // Reason: a client request on the stream was refused
 )
 
 // Event is one item in a viewer's queue.
@@ -32,7 +32,7 @@ type Event struct {
 	// Cursor is the position a client may resume from after this event
 	// (EventHeartbeat, EventReset, EventGap). For EventPoints see Msg.Cursor.
 	Cursor string
-	TimeMs int64  // server time, Unix ms (EventHeartbeat, EventClosing)
+	TimeMs int64    // server time, Unix ms (EventHeartbeat, EventClosing)
 	Reason string   // EventClosing, EventError
 	Series []string // EventSubscribed: the whole subscription now
 }

@@ -61,7 +61,7 @@ func (u *wsUpgrader) originAllowed(origin, host string) bool {
 
 // WebSocket close codes [RFC 6455 §7.4.1].
 const (
-	closeGoingAway      = websocket.CloseGoingAway      // 1001: server shutting down
+	closeGoingAway      = websocket.CloseGoingAway       // 1001: server shutting down
 	closePolicy         = websocket.ClosePolicyViolation // 1008: too slow
 	closeMessageTooBig  = websocket.CloseMessageTooBig   // 1009
 	closeWriteWaitSlack = time.Second
