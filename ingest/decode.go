@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"strconv"
 	"strings"
@@ -233,20 +234,20 @@ func parsePlainValue(p []byte) (float64, *RejectError) {
 	case "false":
 		return 0, nil
 	}
+	if bytes.ContainsAny(p, "_xX") {
+		// ParseFloat takes Go literal syntax: "1_000" and "0x1p4" are not
+		// numbers in the device contract, and {"value": 1_000} is refused.
+		return 0, reject(ReasonMalformed, "%.40q is not a number", p)
+	}
 	v, err := strconv.ParseFloat(string(p), 64)
 	if err != nil {
-		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
+		if errors.Is(err, strconv.ErrRange) {
 			return 0, reject(ReasonNotFinite, "%.40q overflows", p)
 		}
 		return 0, reject(ReasonMalformed, "%.40q is not a number", p)
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, reject(ReasonNotFinite, "%.40q", p)
-	}
-	if bytes.ContainsAny(p, "_xX") {
-		// ParseFloat takes Go literal syntax: "1_000" and "0x1p4" are not
-		// numbers in the device contract, and {"value": 1_000} is refused.
-		return 0, reject(ReasonMalformed, "%.40q is not a number", p)
 	}
 	return v, nil
 }
