@@ -13,6 +13,7 @@ import (
 // cli is the command line (DESIGN.md §5).
 type cli struct {
 	Serve   ServeCmd   `cmd:"" help:"Run one node: MQTT broker, ingest and the web dashboard."`
+	Sim     SimCmd     `cmd:"" help:"Simulate device fleets and dashboard viewers (load testing)."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
 }
 
