@@ -32,7 +32,9 @@ type HubConfig struct {
 	ViewerQueueBytes int `yaml:"viewer-queue-bytes"`
 	// MaxViewers caps concurrent viewers. Zero means 100,000.
 	MaxViewers int `yaml:"max-viewers"`
-	// Clock is the time source; nil means the real clock.
+	// Clock is the time source (heartbeats, pings, frame and presence
+	// times, the resume window); nil means the real clock. Frame pacing,
+	// which measures CPU cost, always uses wall time.
 	Clock clockwork.Clock `yaml:"-"`
 	// Registerer receives the hub's metrics; nil means none.
 	Registerer prometheus.Registerer `yaml:"-"`
@@ -204,17 +206,21 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-tick.Chan():
 			h.heartbeats()
 		case <-h.wake:
-			if wait := next.Sub(h.cfg.Clock.Now()); wait > 0 {
+			// NOTE: pacing measures and waits in wall time, not on
+			// h.cfg.Clock: it is about what framing costs in CPU, which an
+			// injected (fake) clock cannot measure, and waiting on a fake
+			// clock would stall frames until a test advanced it.
+			if wait := time.Until(next); wait > 0 {
 				select {
-				case <-h.cfg.Clock.After(wait):
+				case <-time.After(wait):
 				case <-ctx.Done():
 					h.frame()
 					return nil
 				}
 			}
-			start := h.cfg.Clock.Now()
+			start := time.Now()
 			h.frame()
-			cost := h.cfg.Clock.Since(start)
+			cost := time.Since(start)
 			// Space frames so that framing takes at most about half the
 			// time: the next frame waits as long as this one took.
 			h.frameCostEMA = (h.frameCostEMA*7 + cost) / 8

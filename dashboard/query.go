@@ -313,7 +313,7 @@ func ParseTime(s string, now time.Time) (int64, error) {
 // weeks ("2w") as a whole-number suffix, and plain numbers as seconds.
 func ParseDuration(s string) (time.Duration, error) {
 	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		if n < 0 || n > 1e9 {
+		if !(n >= 0 && n <= 1e9) { // also NaN, which ParseFloat accepts
 			return 0, fmt.Errorf("%v seconds is out of range", n)
 		}
 		return time.Duration(n * float64(time.Second)), nil

@@ -124,7 +124,10 @@ func (v *Viewer) Close() {
 func (v *Viewer) enqueue(e Event) bool {
 	size := e.size()
 	v.mu.Lock()
-	if v.closed {
+	// An ended viewer's final event (EventClosing) stays its last: it is
+	// still in hub.viewers until its transport closes it, and heartbeats or
+	// requests must not queue anything after that event.
+	if v.closed || v.reason != "" {
 		v.mu.Unlock()
 		return true
 	}
@@ -143,7 +146,12 @@ func (v *Viewer) enqueue(e Event) bool {
 			v.wake()
 			return true
 		}
-		v.appendLocked(Event{Kind: EventGap, Gap: v.gap, Cursor: v.gapCursor})
+		// Only when something was skipped since the last drain: otherwise
+		// (the queue held no points) v.gap is zero or a drained gap's, and
+		// its cursor would move the client back.
+		if v.gapped {
+			v.appendLocked(Event{Kind: EventGap, Gap: v.gap, Cursor: v.gapCursor})
+		}
 	}
 	v.appendLocked(e)
 	v.mu.Unlock()

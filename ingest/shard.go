@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/telegauge/telegauge/ingest/rollup"
@@ -213,13 +214,27 @@ func (s *shard) deviceLocked(id string) *device {
 	if d := s.devices[id]; d != nil {
 		return d
 	}
-	if s.a.metrics.devices.Load() >= int64(s.a.cfg.MaxDevices) || !ValidName(id) {
+	if !ValidName(id) || !reserve(&s.a.metrics.devices, s.a.cfg.MaxDevices) {
 		return nil
 	}
 	d := &device{id: id}
 	s.devices[id] = d
-	s.a.metrics.devices.Add(1)
 	return d
+}
+
+// reserve adds one to n unless that would take it over limit. Shards create
+// devices and series concurrently, so a load-then-add would let several
+// pass the last free slot at once.
+func reserve(n *atomic.Int64, limit int) bool {
+	for {
+		cur := n.Load()
+		if cur >= int64(limit) {
+			return false
+		}
+		if n.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
 }
 
 // newSeriesLocked creates a series if its device and the server are below
@@ -228,12 +243,11 @@ func (s *shard) deviceLocked(id string) *device {
 func (s *shard) newSeriesLocked(id string) (*series, Reason) {
 	dev := s.deviceLocked(SeriesDevice(id))
 	if dev == nil || len(dev.metrics) >= s.a.cfg.MaxSeriesPerDevice ||
-		s.a.metrics.series.Load() >= int64(s.a.cfg.MaxSeries) {
+		!reserve(&s.a.metrics.series, s.a.cfg.MaxSeries) {
 		return nil, ReasonTooManySeries
 	}
 	ser := &series{id: id, dev: dev}
 	s.series[id] = ser
-	s.a.metrics.series.Add(1)
 	metric := id[len(dev.id)+1:]
 	i, _ := slices.BinarySearch(dev.metrics, metric)
 	dev.metrics = slices.Insert(dev.metrics, i, metric)

@@ -44,6 +44,7 @@ type ServeCmd struct {
 	ResumeWindow       time.Duration `default:"5m" help:"How far back a live client can resume from its cursor."`
 	Origins            []string      `help:"Origins allowed to open WebSockets, such as https://ops.example.com (default: same origin only)."`
 
+	DebugAddr string `help:"Serve Go's pprof profiles on this address (loopback only; off when empty)." placeholder:"ADDR"`
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Log level."`
 	LogFormat string `enum:"text,json" default:"text" help:"Log format."`
 }
@@ -73,6 +74,9 @@ func (c *ServeCmd) Run() error {
 func (c *ServeCmd) checkAuth() error {
 	if c.Auth == "required" {
 		return errors.New("--auth required: this version has no device or user credentials yet, so nothing could connect; run with --auth auto on loopback addresses")
+	}
+	if c.DebugAddr != "" && !isLoopback(c.DebugAddr) {
+		return fmt.Errorf("--debug-addr %s must be a loopback address: profiles expose internals", c.DebugAddr)
 	}
 	for name, addr := range map[string]string{"--http-addr": c.HTTPAddr, "--mqtt-addr": c.MQTTAddr, "--mqtt-ws-addr": c.MQTTWSAddr} {
 		if addr != "" && !isLoopback(addr) {
@@ -200,6 +204,9 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	ing.Go(func() error { return failed("ingest", n.agg.Run(ingestCtx)) })
 	brk.Go(func() error { return failed("broker", n.broker.Run(brokerCtx)) })
 	front.Go(func() error { return failed("web", n.web.Run(ctx)) })
+	if n.cfg.DebugAddr != "" {
+		front.Go(func() error { return failed("debug", serveDebug(ctx, n.cfg.DebugAddr, log)) })
+	}
 	if n.cfg.Demo > 0 {
 		front.Go(func() error { return runDemo(ctx, n.cfg.Demo, n.broker.Addr(), n.cfg.Prefix, log) })
 	}

@@ -74,12 +74,16 @@ func (m *Memory) Append(_ context.Context, b Batch) error {
 	if b.Seq <= m.marks[b.Writer] {
 		return nil
 	}
+	// Check every entry before applying any: a batch applies whole or not
+	// at all, or its retry would count the applied part twice.
+	for i := range b.Entries {
+		if e := &b.Entries[i]; int(e.Tier) >= rollup.NumTiers {
+			return fmt.Errorf("append to %s: unknown tier %d", e.Series, e.Tier)
+		}
+	}
 	nowMs := m.cfg.Clock.Now().UnixMilli()
 	for i := range b.Entries {
 		e := &b.Entries[i]
-		if int(e.Tier) >= rollup.NumTiers {
-			return fmt.Errorf("append to %s: unknown tier %d", e.Series, e.Tier)
-		}
 		if e.StartMs+e.Tier.StepMs() <= nowMs-m.cfg.Retention[e.Tier].Milliseconds() {
 			continue // already past retention: it would be pruned at once
 		}
