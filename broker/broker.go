@@ -15,17 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Sink receives telemetry publishes. Offer must not block: it queues the
-// message or refuses it at once.
+// Sink receives telemetry publishes, on the publishing connection's
+// goroutine. Offer must not wait for anything slow (a viewer, the disk): the
+// time it takes is time that connection is not read, which is how a busy
+// server slows a device down (TCP and MQTT flow control). It returns false
+// when it cannot take the message at all (shutting down).
 type Sink interface {
 	Offer(topic string, payload []byte, at time.Time) bool
-}
-
-// Waiter is implemented by sinks that can wait a bounded time for room. The
-// broker uses it for QoS 1 publishes, so that a full ingest queue holds up
-// the publishing connection (MQTT flow control) instead of dropping.
-type Waiter interface {
-	OfferWait(ctx context.Context, topic string, payload []byte, at time.Time) bool
 }
 
 // Config configures a Broker. Zero values mean the documented defaults.
@@ -91,7 +87,7 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// mochi logs every connection at Info; ours are counted in metrics.
-		Logger: slog.New(quietHandler{log.With("lib", "mochi").Handler(), slog.LevelWarn}),
+		Logger: slog.New(quietHandler{log.With("lib", "mochi").Handler(), slog.LevelError}),
 	})
 	b := &Broker{cfg: cfg, log: log, srv: srv, served: make(chan struct{})}
 	b.hook = newIngestHook(cfg, log)

@@ -2,11 +2,11 @@
 // listeners, the hook that hands telemetry publishes to ingest, and device
 // presence. It is the only package that imports mochi.
 //
-// The broker does not import ingest. It consumes a Sink (Offer never
-// blocks) and, when the sink also implements Waiter, waits a bounded time
-// for QoS 1 publishes, which is how a full ingest queue reaches a device as
-// MQTT flow control. mochi runs hooks on each client's own goroutine, so the
-// hook does only a prefix check and the offer; decoding happens in ingest.
+// The broker does not import ingest. It consumes a Sink, called on each
+// client's own goroutine (mochi runs hooks there): ingest decodes and folds
+// the publish in on that goroutine, so a saturated server reads sockets more
+// slowly and TCP and MQTT flow control reach the device, instead of a queue
+// filling up and dropping. The sink never waits on viewers or storage.
 //
 // Presence: a device is online while at least one MQTT session publishes
 // for it (anonymous mode). Changes go to Config.OnPresence.

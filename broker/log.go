@@ -5,8 +5,9 @@ import (
 	"log/slog"
 )
 
-// quietHandler drops records below a level. mochi logs every hook, listener
-// and client at Info; the broker's own logs and metrics say what matters.
+// quietHandler drops records below a level. mochi logs every hook and
+// listener at Info and every client disconnect at Warn (with an empty
+// message); the broker's own logs and metrics say what matters.
 type quietHandler struct {
 	slog.Handler
 	min slog.Level

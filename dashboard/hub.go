@@ -32,12 +32,24 @@ type HubConfig struct {
 	ViewerQueueBytes int `yaml:"viewer-queue-bytes"`
 	// MaxViewers caps concurrent viewers. Zero means 100,000.
 	MaxViewers int `yaml:"max-viewers"`
+	// Source, when set, is drained for readings at every frame (the
+	// aggregator); call Hub.Wake when it has some. Publish adds readings
+	// from elsewhere.
+	Source LiveSource `yaml:"-"`
 	// Clock is the time source (heartbeats, pings, frame and presence
 	// times, the resume window); nil means the real clock. Frame pacing,
 	// which measures CPU cost, always uses wall time.
 	Clock clockwork.Clock `yaml:"-"`
 	// Registerer receives the hub's metrics; nil means none.
 	Registerer prometheus.Registerer `yaml:"-"`
+}
+
+// LiveSource is where the hub takes accepted readings from: the aggregator.
+type LiveSource interface {
+	// DrainReadings appends the readings waiting since the last call to
+	// dst, and reports a range of reading times dropped before the hub
+	// could take them (nil if none).
+	DrainReadings(dst []ingest.Reading) ([]ingest.Reading, *ingest.LiveGap)
 }
 
 // Hub fans live readings out to viewers. Readings published by the
@@ -68,7 +80,8 @@ type Hub struct {
 	viewers      map[*Viewer]struct{}
 	nextID       uint64
 	closed       bool
-	frameCostEMA time.Duration
+	frameCostEMA time.Duration // owned by Run
+	frameHint    int           // readings in the last frame; owned by Run
 
 	wg sync.WaitGroup // one per viewer not yet Closed
 }
@@ -183,6 +196,9 @@ func (h *Hub) PublishPresence(device string, online bool, at time.Time) {
 	h.signal()
 }
 
+// Wake tells the hub that its Source has readings. It never blocks.
+func (h *Hub) Wake() { h.signal() }
+
 func (h *Hub) signal() {
 	select {
 	case h.wake <- struct{}{}:
@@ -241,7 +257,17 @@ func (h *Hub) frame() {
 	pts, pres := h.pending, h.presence
 	h.pending, h.presence = nil, nil
 	h.pendMu.Unlock()
-	if len(pts) == 0 && len(pres) == 0 {
+	var lost *ingest.LiveGap
+	if h.cfg.Source != nil {
+		if pts == nil && h.frameHint > 0 {
+			// The frame's slice is kept by the ring, so it is new every
+			// time; sizing it like the last one saves regrowing it.
+			pts = make([]ingest.Reading, 0, h.frameHint+h.frameHint/4)
+		}
+		pts, lost = h.cfg.Source.DrainReadings(pts)
+		h.frameHint = len(pts)
+	}
+	if len(pts) == 0 && len(pres) == 0 && lost == nil {
 		return
 	}
 	nowMs := h.cfg.Clock.Now().UnixMilli()
@@ -252,6 +278,18 @@ func (h *Hub) frame() {
 		return
 	}
 	var slow []*Viewer
+	if lost != nil {
+		// Readings the hub could not take in time: every viewer whose
+		// subscription might cover them backfills that range.
+		h.metrics.gaps.Inc()
+		gap := Event{Kind: EventGap, Gap: Gap{FromMs: lost.FromMs, ToMs: lost.ToMs}, Cursor: formatCursor(h.epoch, h.seq)}
+		for v := range h.viewers {
+			if v.group != nil {
+				v.enqueue(gap)
+				v.lastSentMs = nowMs
+			}
+		}
+	}
 	if len(pts) > 0 {
 		h.seq++
 		f := frame{seq: h.seq, atMs: nowMs, points: pts, bytes: len(pts) * readingBytes}

@@ -42,11 +42,18 @@ func newTestQuerier(t testing.TB, cfg QueryConfig) *queryEnv {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, mem.Close()) })
 	e.mem = mem
+	var drainMu sync.Mutex // DrainReadings may be called from several publishers
+	var live []ingest.Reading
 	e.agg, err = ingest.New(ingest.Config{
-		Shards:     2,
-		Store:      mem,
-		Clock:      e.clock,
-		OnReadings: func(rs []ingest.Reading) { e.accepted.Add(int64(len(rs))) },
+		Shards: 2,
+		Store:  mem,
+		Clock:  e.clock,
+		Notify: func() {
+			drainMu.Lock()
+			defer drainMu.Unlock()
+			live, _ = e.agg.DrainReadings(live[:0])
+			e.accepted.Add(int64(len(live)))
+		},
 	}, nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -42,14 +42,14 @@ func eventually(t testing.TB, timeout time.Duration, check func() error) {
 }
 
 // testAggregator is a real Aggregator over a real memory store on a fake
-// clock, recording what it hands to OnReadings.
+// clock, taking the live readings it announces with Notify, as the hub does.
 type testAggregator struct {
 	*Aggregator
 	mem   *store.Memory
 	clock *clockwork.FakeClock
 
 	mu       sync.Mutex
-	got      []Reading // copies of every OnReadings batch
+	got      []Reading // every reading taken with DrainReadings
 	accepted atomic.Int64
 
 	cancel  context.CancelFunc
@@ -72,11 +72,12 @@ func newIdleAggregator(t testing.TB, cfg Config) *testAggregator {
 		cfg.Store = mem
 	}
 	cfg.Clock = ta.clock
-	cfg.OnReadings = func(rs []Reading) {
+	cfg.Notify = func() {
 		ta.mu.Lock()
-		ta.got = append(ta.got, rs...)
-		ta.mu.Unlock()
-		ta.accepted.Add(int64(len(rs)))
+		defer ta.mu.Unlock()
+		n := len(ta.got)
+		ta.got, _ = ta.DrainReadings(ta.got)
+		ta.accepted.Add(int64(len(ta.got) - n))
 	}
 	ta.Aggregator, err = New(cfg, nil)
 	require.NoError(t, err)
@@ -126,7 +127,7 @@ func valuePayload(tMs int64, v float64) string {
 	return `{"ts":` + strconv.FormatInt(tMs, 10) + `,"value":` + strconv.FormatFloat(v, 'g', -1, 64) + `}`
 }
 
-// flush processes everything queued and writes it to the store.
+// flush writes everything pending to the store.
 func (ta *testAggregator) flush(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -262,7 +263,7 @@ func TestAggregatorFlushesBucketsToStore(t *testing.T) {
 	require.Equal(t, int64(1), n)
 }
 
-func TestAggregatorOnReadingsGetsAcceptedReadings(t *testing.T) {
+func TestAggregatorLiveGetsAcceptedReadings(t *testing.T) {
 	ta := newTestAggregator(t, Config{Shards: 1, MaxSeriesPerDevice: 4})
 	now := aggT0.UnixMilli()
 	for _, m := range []struct{ topic, payload string }{
@@ -494,7 +495,7 @@ func TestAggregatorRecent(t *testing.T) {
 // TestAggregatorRunDrainsOnCancel: every offer accepted before Run's
 // context ends reaches the store.
 func TestAggregatorRunDrainsOnCancel(t *testing.T) {
-	t.Run("queued before Run", func(t *testing.T) {
+	t.Run("offered before Run", func(t *testing.T) {
 		ta := newIdleAggregator(t, Config{Shards: 4})
 		for i := range 1000 {
 			ta.offer(t, fmt.Sprintf("telemetry/dev%d/m", i%20), "1")
@@ -504,7 +505,7 @@ func TestAggregatorRunDrainsOnCancel(t *testing.T) {
 		require.NoError(t, ta.Run(ctx))
 		require.Equal(t, int64(1000), storedTotal(t, ta))
 		require.False(t, ta.Offer("telemetry/dev1/m", []byte("1"), ta.clock.Now()), "stopped")
-		require.False(t, ta.OfferWait(context.Background(), "telemetry/dev1/m", []byte("1"), ta.clock.Now()), "stopped")
+		require.Equal(t, map[string]uint64{"overload": 1}, ta.device(t, "dev1").RejectedByReason, "a refusal is counted")
 	})
 	t.Run("offered while running", func(t *testing.T) {
 		ta := newTestAggregator(t, Config{Shards: 4})
@@ -548,77 +549,28 @@ func storedTotal(t testing.TB, ta *testAggregator) int64 {
 	return n
 }
 
-func TestAggregatorOfferQueueFull(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  Config
-	}{
-		{"message limit", Config{QueueMessages: 2}},
-		{"byte limit", Config{QueueBytes: 2}}, // payloads are one byte
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Shards = 1
-			ta := newIdleAggregator(t, tc.cfg)
-			now := ta.clock.Now()
-			require.True(t, ta.Offer("telemetry/dev1/a", []byte("1"), now))
-			require.True(t, ta.Offer("telemetry/dev1/a", []byte("2"), now))
-			require.False(t, ta.Offer("telemetry/dev1/a", []byte("3"), now))
-			require.False(t, ta.Offer("telemetry/dev2/a", []byte("4"), now))
-			require.False(t, ta.Offer("telemetry/dev2/a", []byte("5"), now))
-			ta.start(t)
-			ta.flush(t)
-			require.Equal(t, int64(2), ta.accepted.Load())
-			d1, d2 := ta.device(t, "dev1"), ta.device(t, "dev2")
-			require.Equal(t, map[string]uint64{"overload": 1}, d1.RejectedByReason)
-			require.Equal(t, map[string]uint64{"overload": 2}, d2.RejectedByReason)
-			require.Equal(t, uint64(2), d2.Rejected)
-			require.Empty(t, d2.Metrics)
-		})
+// TestAggregatorLiveBound: when the hub does not take live readings, a
+// shard keeps at most MaxLiveReadings of them, drops the oldest from the
+// live stream and reports their time range as a gap; history keeps all.
+func TestAggregatorLiveBound(t *testing.T) {
+	ta := newIdleAggregator(t, Config{Shards: 1, MaxLiveReadings: 8})
+	ta.cfg.Notify = nil // nobody drains
+	base := aggT0.UnixMilli() - 100
+	for i := range 20 {
+		ta.offer(t, "telemetry/dev1/m", valuePayload(base+int64(i), float64(i)))
 	}
-}
-
-func TestAggregatorOfferWait(t *testing.T) {
-	const maxWait = 5 * time.Second
-	for _, tc := range []struct {
-		name string
-		// act runs while OfferWait waits on a full queue.
-		act          func(t *testing.T, ta *testAggregator, cancel context.CancelFunc)
-		want         bool
-		wantOverload uint64
-	}{
-		{"space frees up", func(t *testing.T, ta *testAggregator, _ context.CancelFunc) { ta.start(t) }, true, 0},
-		{"the wait ends", func(t *testing.T, ta *testAggregator, _ context.CancelFunc) { ta.clock.Advance(maxWait) }, false, 1},
-		{"the context ends", func(t *testing.T, ta *testAggregator, cancel context.CancelFunc) { cancel() }, false, 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ta := newIdleAggregator(t, Config{Shards: 1, QueueMessages: 1, MaxWait: maxWait})
-			ta.offer(t, "telemetry/dev1/a", "1")
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			res := make(chan bool, 1)
-			go func() { res <- ta.OfferWait(ctx, "telemetry/dev1/a", []byte("2"), ta.clock.Now()) }()
-			bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer bcancel()
-			require.NoError(t, ta.clock.BlockUntilContext(bctx, 1), "OfferWait's timer")
-			tc.act(t, ta, cancel)
-			select {
-			case got := <-res:
-				require.Equal(t, tc.want, got)
-			case <-time.After(5 * time.Second):
-				t.Fatal("OfferWait did not return")
-			}
-			if ta.cancel == nil {
-				ta.start(t)
-			}
-			ta.flush(t)
-			want := int64(1)
-			if tc.want {
-				want = 2
-			}
-			require.Equal(t, want, ta.accepted.Load())
-			require.Equal(t, tc.wantOverload, ta.device(t, "dev1").RejectedByReason["overload"])
-		})
-	}
+	got, gap := ta.DrainReadings(nil)
+	require.NotNil(t, gap)
+	require.Len(t, got, 8, "the newest MaxLiveReadings at most")
+	require.Equal(t, base+19, got[len(got)-1].TimeMs, "the newest is kept")
+	require.Equal(t, base, gap.FromMs)
+	require.Equal(t, got[0].TimeMs-1, gap.ToMs, "the gap ends where live resumes")
+	again, gap := ta.DrainReadings(nil)
+	require.Empty(t, again)
+	require.Nil(t, gap, "a gap is reported once")
+	ta.start(t)
+	ta.flush(t)
+	require.Equal(t, int64(20), storedTotal(t, ta), "history has every reading")
 }
 
 // flakyStore is the real memory store with injected Append failures.

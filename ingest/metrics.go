@@ -7,12 +7,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the aggregator's counters. Hot-path counters are added once
-// per batch, not per reading.
+// metrics are the aggregator's metrics. Counts live in the shards, under
+// their locks, and are summed when scraped, so the hot path touches no
+// shared cache line.
 type metrics struct {
-	messages    prometheus.Counter
-	accepted    prometheus.Counter
-	rejected    [NumReasons]prometheus.Counter
 	flushErrors prometheus.Counter
 	collectors  []prometheus.Collector
 
@@ -23,45 +21,47 @@ type metrics struct {
 
 func newMetrics(a *Aggregator) *metrics {
 	m := &metrics{
-		messages: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "telegauge_ingest_messages_total",
-			Help: "MQTT publishes queued for decoding.",
-		}),
-		accepted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "telegauge_readings_accepted_total",
-			Help: "Readings accepted into rollups and live streams.",
-		}),
 		flushErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "telegauge_store_flush_errors_total",
 			Help: "Flushes to the history store that failed and will be retried.",
 		}),
 	}
-	rejected := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "telegauge_readings_rejected_total",
-		Help: "Readings or payloads rejected, by reason.",
-	}, []string{"reason"})
-	for r := range NumReasons {
-		m.rejected[r] = rejected.WithLabelValues(Reason(r).String())
-	}
-	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "telegauge_ingest_queue_messages",
-		Help: "Messages waiting to be decoded, over all shards.",
-	}, func() float64 {
-		n := 0
-		for _, s := range a.shards {
-			n += s.q.length()
+	sum := func(f func(s *shard) uint64) func() float64 {
+		return func() float64 {
+			var n uint64
+			for _, s := range a.shards {
+				s.mu.Lock()
+				n += f(s)
+				s.mu.Unlock()
+			}
+			return float64(n)
 		}
-		return float64(n)
-	})
-	series := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "telegauge_series",
-		Help: "Series known to the aggregator.",
-	}, func() float64 { return float64(m.series.Load()) })
-	devices := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "telegauge_devices",
-		Help: "Devices known to the aggregator.",
-	}, func() float64 { return float64(m.devices.Load()) })
-	m.collectors = []prometheus.Collector{m.messages, m.accepted, rejected, m.flushErrors, queued, series, devices}
+	}
+	m.collectors = []prometheus.Collector{
+		m.flushErrors,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "telegauge_readings_accepted_total",
+			Help: "Readings accepted into rollups and live streams.",
+		}, sum(func(s *shard) uint64 { return s.accepted })),
+		rejectedCollector{a: a, desc: prometheus.NewDesc("telegauge_readings_rejected_total",
+			"Readings or payloads rejected, by reason.", []string{"reason"}, nil)},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "telegauge_live_readings_dropped_total",
+			Help: "Accepted readings dropped from live streams because the hub fell behind (kept in history; viewers got a gap).",
+		}, sum(func(s *shard) uint64 { return s.liveDrop })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "telegauge_live_readings_waiting",
+			Help: "Accepted readings waiting for the live hub.",
+		}, sum(func(s *shard) uint64 { return uint64(len(s.live)) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "telegauge_series",
+			Help: "Series known to the aggregator.",
+		}, func() float64 { return float64(m.series.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "telegauge_devices",
+			Help: "Devices known to the aggregator.",
+		}, func() float64 { return float64(m.devices.Load()) }),
+	}
 	return m
 }
 
@@ -71,4 +71,26 @@ func (m *metrics) register(r prometheus.Registerer) error {
 		errs = append(errs, r.Register(c))
 	}
 	return errors.Join(errs...)
+}
+
+// rejectedCollector exports the shards' rejection counts by reason.
+type rejectedCollector struct {
+	a    *Aggregator
+	desc *prometheus.Desc
+}
+
+func (c rejectedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c rejectedCollector) Collect(ch chan<- prometheus.Metric) {
+	var n [NumReasons]uint64
+	for _, s := range c.a.shards {
+		s.mu.Lock()
+		for r := range n {
+			n[r] += s.rejected[r]
+		}
+		s.mu.Unlock()
+	}
+	for r := range n {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n[r]), Reason(r).String())
+	}
 }

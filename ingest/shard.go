@@ -13,22 +13,12 @@ import (
 	"github.com/telegauge/telegauge/ingest/store"
 )
 
-// shard owns a share of the devices and their series. Its run goroutine is
-// the only writer; queries read under mu.
+// shard owns a share of the devices and their series. Publishes for its
+// devices are folded in under mu by whichever goroutine read them; queries
+// and the flush read under the same mu.
 type shard struct {
-	id  int
-	a   *Aggregator
-	q   *queue
-	dec *Decoder
-
-	// Owned by the run goroutine.
-	msgs     []message
-	dropped  map[string]int
-	staged   []staged
-	rejects  []stagedReject
-	accepted []Reading
-	lastWarn time.Time
-	flushReq chan chan error
+	id int
+	a  *Aggregator
 
 	mu       sync.Mutex // guards the fields below
 	series   map[string]*series
@@ -36,17 +26,12 @@ type shard struct {
 	dirty    []*series     // series with pending buckets
 	inflight []store.Batch // flushed to the store, not yet acknowledged, in Seq order
 	seq      uint64        // Seq of the latest batch made
-}
-
-type staged struct {
-	Reading
-	atMs int64
-}
-
-type stagedReject struct {
-	device string
-	reason Reason
-	atMs   int64
+	live     []Reading     // accepted readings not yet taken by DrainReadings
+	liveGap  *LiveGap      // readings dropped from live because live was full
+	accepted uint64
+	rejected [NumReasons]uint64
+	liveDrop uint64
+	lastWarn time.Time
 }
 
 // series is one series' live state: its buckets since the last flush and
@@ -79,129 +64,122 @@ const rateSlots = 11
 
 func newShard(id int, a *Aggregator) *shard {
 	return &shard{
-		id:       id,
-		a:        a,
-		q:        newQueue(a.cfg.QueueMessages, a.cfg.QueueBytes),
-		dec:      NewDecoder(a.cfg.Decode),
-		dropped:  make(map[string]int),
-		flushReq: make(chan chan error),
-		series:   make(map[string]*series),
-		devices:  make(map[string]*device),
+		id:      id,
+		a:       a,
+		series:  make(map[string]*series),
+		devices: make(map[string]*device),
 	}
 }
 
-func (s *shard) run(ctx context.Context) error {
-	tick := s.a.cfg.Clock.NewTicker(s.a.cfg.FlushInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.q.wake:
-			s.process()
-		case <-tick.Chan():
-			_ = s.flush(ctx)
-		case done := <-s.flushReq:
-			s.process()
-			done <- s.flush(ctx)
-		case <-ctx.Done():
-			// Drain: nothing that was accepted into the queue is lost.
-			s.q.close()
-			s.process()
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			return s.flush(fctx)
+// apply folds one decoded message, which arrived at atMs, into the shard.
+func (s *shard) apply(d *Decoded, atMs int64) {
+	if len(d.Rejects) > 0 && s.a.log.Enabled(context.Background(), slog.LevelDebug) {
+		for i := range d.Rejects {
+			s.a.log.Debug("reading rejected", "device", d.Device, "err", &d.Rejects[i])
 		}
 	}
-}
-
-// process decodes everything queued and applies it to the shard's state.
-func (s *shard) process() {
-	s.msgs, s.dropped = s.q.pop(s.msgs, s.dropped)
-	if len(s.msgs) == 0 && len(s.dropped) == 0 {
-		return
-	}
-	s.staged = s.staged[:0]
-	s.rejects = s.rejects[:0]
-	for i := range s.msgs {
-		m := &s.msgs[i]
-		d := s.dec.Decode(m.topic, m.payload, m.atMs)
-		for _, r := range d.Readings {
-			s.staged = append(s.staged, staged{Reading: r, atMs: m.atMs})
-		}
-		for j := range d.Rejects {
-			s.rejects = append(s.rejects, stagedReject{device: d.Device, reason: d.Rejects[j].Reason, atMs: m.atMs})
-			if s.a.log.Enabled(context.Background(), slog.LevelDebug) {
-				s.a.log.Debug("reading rejected", "device", d.Device, "topic", m.topic, "err", &d.Rejects[j])
-			}
-		}
-		*m = message{} // drop the payload reference
-	}
-	nowSec := s.a.cfg.Clock.Now().Unix()
-
-	s.accepted = s.accepted[:0]
-	var rejected [NumReasons]int
+	nowSec := atMs / 1000
 	s.mu.Lock()
-	for dev, n := range s.dropped {
-		rejected[ReasonOverload] += n
-		if d := s.deviceLocked(dev); d != nil {
-			d.rejected[ReasonOverload] += uint64(n)
+	var dev *device
+	if d.Device != "" {
+		dev = s.deviceLocked(d.Device)
+		if dev != nil {
+			dev.lastSeenMs = max(dev.lastSeenMs, atMs)
 		}
 	}
-	for _, r := range s.rejects {
-		rejected[r.reason]++
-		if d := s.deviceLocked(r.device); d != nil {
-			d.rejected[r.reason]++
-			d.lastSeenMs = max(d.lastSeenMs, r.atMs)
+	for i := range d.Rejects {
+		r := d.Rejects[i].Reason
+		s.rejected[r]++
+		if dev != nil {
+			dev.rejected[r]++
 		}
 	}
-	for i := range s.staged {
-		st := &s.staged[i]
-		ser := s.series[st.Series]
+	wasEmpty := len(s.live) == 0
+	for _, r := range d.Readings {
+		ser := s.series[r.Series]
 		if ser == nil {
 			var reason Reason
-			ser, reason = s.newSeriesLocked(st.Series)
-			if ser == nil {
-				rejected[reason]++
-				if d := s.deviceLocked(st.Device()); d != nil {
-					d.rejected[reason]++
+			if ser, reason = s.newSeriesLocked(r.Series); ser == nil {
+				s.rejected[reason]++
+				if dev != nil {
+					dev.rejected[reason]++
 				}
 				continue
 			}
 		}
-		ser.add(st.Reading, s.a.cfg.RawPoints)
+		ser.add(r, s.a.cfg.RawPoints)
 		if !ser.dirty {
 			ser.dirty = true
 			s.dirty = append(s.dirty, ser)
 		}
 		ser.dev.count(nowSec)
-		ser.dev.lastSeenMs = max(ser.dev.lastSeenMs, st.atMs)
-		s.accepted = append(s.accepted, Reading{Series: ser.id, TimeMs: st.TimeMs, Value: st.Value})
+		s.accepted++
+		s.pushLiveLocked(Reading{Series: ser.id, TimeMs: r.TimeMs, Value: r.Value})
 	}
+	notify := wasEmpty && len(s.live) > 0
 	s.mu.Unlock()
-	clear(s.dropped)
-
-	s.a.metrics.accepted.Add(float64(len(s.accepted)))
-	for r, n := range rejected {
-		if n > 0 {
-			s.a.metrics.rejected[r].Add(float64(n))
-		}
-	}
-	if rejected[ReasonOverload] > 0 {
-		s.warnOverload(rejected[ReasonOverload])
-	}
-	if len(s.accepted) > 0 && s.a.cfg.OnReadings != nil {
-		s.a.cfg.OnReadings(s.accepted)
+	if notify && s.a.cfg.Notify != nil {
+		s.a.cfg.Notify()
 	}
 }
 
-// warnOverload logs dropped messages at most every 10 s per shard, so an
-// overload is visible without flooding the log.
-func (s *shard) warnOverload(n int) {
+// pushLiveLocked queues a reading for the live hub. When the hub has not
+// taken the shard's readings for so long that MaxLiveReadings are waiting,
+// the oldest half is dropped from the live stream (history keeps it) and
+// remembered as a gap, so viewers are told to backfill rather than silently
+// miss it. The caller must hold s.mu.
+func (s *shard) pushLiveLocked(r Reading) {
+	if len(s.live) >= s.a.cfg.MaxLiveReadings {
+		n := len(s.live) / 2
+		for _, old := range s.live[:n] {
+			if s.liveGap == nil {
+				s.liveGap = &LiveGap{FromMs: old.TimeMs, ToMs: old.TimeMs}
+			}
+			s.liveGap.FromMs = min(s.liveGap.FromMs, old.TimeMs)
+			s.liveGap.ToMs = max(s.liveGap.ToMs, old.TimeMs)
+		}
+		s.live = append(s.live[:0], s.live[n:]...)
+		s.liveDrop += uint64(n)
+		s.warnLiveDropLocked(n)
+	}
+	s.live = append(s.live, r)
+}
+
+// drain hands the waiting live readings to the hub.
+func (s *shard) drain(dst []Reading) ([]Reading, *LiveGap) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dst = append(dst, s.live...)
+	if cap(s.live) > 1<<16 && len(s.live) < cap(s.live)/4 {
+		s.live = nil // let a burst's array go
+	} else {
+		s.live = s.live[:0]
+	}
+	gap := s.liveGap
+	s.liveGap = nil
+	return dst, gap
+}
+
+// refuse counts a publish that arrived after the aggregator stopped.
+func (s *shard) refuse(device string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejected[ReasonOverload]++
+	if d := s.deviceLocked(device); d != nil {
+		d.rejected[ReasonOverload]++
+	}
+}
+
+// warnLiveDropLocked logs dropped live readings at most every 10 s per
+// shard, so an overload is visible without flooding the log. The caller
+// must hold s.mu.
+func (s *shard) warnLiveDropLocked(n int) {
 	now := s.a.cfg.Clock.Now()
 	if now.Sub(s.lastWarn) < 10*time.Second {
 		return
 	}
 	s.lastWarn = now
-	s.a.log.Warn("ingest queue full: messages dropped", "shard", s.id, "dropped", n)
+	s.a.log.Warn("live hub fell behind: readings dropped from live streams (history keeps them; viewers get a gap)", "shard", s.id, "dropped", n)
 }
 
 // deviceLocked returns the device's state, creating it if there is room.

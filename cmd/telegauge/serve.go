@@ -121,22 +121,23 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	if n.store, err = store.NewMemory(store.MemoryConfig{Retention: retention, Clock: clock}, log); err != nil {
 		return nil, fmt.Errorf("open history: %w", err)
 	}
-	if n.hub, err = dashboard.NewHub(dashboard.HubConfig{
-		ResumeWindow: c.ResumeWindow,
-		Heartbeat:    c.Heartbeat,
-		Clock:        clock,
-		Registerer:   n.reg,
-	}, log); err != nil {
-		return nil, err
-	}
 	if n.agg, err = ingest.New(ingest.Config{
 		Decode:             ingest.DecodeConfig{Prefix: c.Prefix, LateWindow: c.LateWindow},
 		MaxSeriesPerDevice: c.MaxSeriesPerDevice,
 		FlushInterval:      c.FlushInterval,
 		Store:              n.store,
-		OnReadings:         n.hub.Publish,
+		Notify:             func() { n.hub.Wake() },
 		Clock:              clock,
 		Registerer:         n.reg,
+	}, log); err != nil {
+		return nil, err
+	}
+	if n.hub, err = dashboard.NewHub(dashboard.HubConfig{
+		ResumeWindow: c.ResumeWindow,
+		Heartbeat:    c.Heartbeat,
+		Source:       n.agg,
+		Clock:        clock,
+		Registerer:   n.reg,
 	}, log); err != nil {
 		return nil, err
 	}

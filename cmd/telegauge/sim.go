@@ -43,7 +43,10 @@ func (c *SimDevicesCmd) Run() error {
 	log := newLogger("warn", "text")
 	if c.Fast {
 		counters := &simulators.LoadCounters{}
-		stopProgress := progress(func() string { s := counters.Snapshot(); return fmt.Sprintf("sent %d msgs (%.0f/s), acked %d, errors %d", s.Messages, s.Rate, s.Acked, s.Errors) })
+		stopProgress := progress(func() string {
+			s := counters.Snapshot()
+			return fmt.Sprintf("sent %d msgs (%.0f/s), acked %d, errors %d", s.Messages, s.Rate, s.Acked, s.Errors)
+		})
 		st, err := simulators.RunLoad(ctx, simulators.LoadConfig{
 			Addr: strings.TrimPrefix(c.Broker, "tcp://"), Connections: c.Devices, Rate: c.Rate * float64(c.Devices),
 			Duration: c.Duration, QoS: c.QoS, Metrics: c.Metrics, Prefix: c.Prefix, IDPrefix: c.IDPrefix, Counters: counters,
@@ -52,7 +55,10 @@ func (c *SimDevicesCmd) Run() error {
 		return report(c.JSON, st, st.Summary(), err)
 	}
 	counters := &simulators.DevicesCounters{}
-	stopProgress := progress(func() string { s := counters.Snapshot(); return fmt.Sprintf("sent %d msgs, %d readings, acked %d, errors %d", s.Messages, s.Readings, s.Acks, s.Errors) })
+	stopProgress := progress(func() string {
+		s := counters.Snapshot()
+		return fmt.Sprintf("sent %d msgs, %d readings, acked %d, errors %d", s.Messages, s.Readings, s.Acks, s.Errors)
+	})
 	st, err := simulators.RunDevices(ctx, simulators.DevicesConfig{
 		Broker: c.Broker, Devices: c.Devices, Rate: c.Rate, Jitter: c.Jitter, Ramp: c.Ramp, Duration: c.Duration,
 		Metrics: c.Metrics, Form: c.Form, QoS: c.QoS, Prefix: c.Prefix, IDPrefix: c.IDPrefix, Seed: time.Now().UnixNano(), Counters: counters,
