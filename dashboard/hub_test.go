@@ -750,25 +750,3 @@ func TestErrorCode(t *testing.T) {
 	}
 	require.Equal(t, `unknown series "a/b"`, Errorf(CodeNotFound, "unknown series %q", "a/b").Error())
 }
-
-// TestHubFramePacingIgnoresFakeClock: frame pacing measures what framing
-// costs in CPU, which only the wall clock can tell. Were it measured and
-// waited out on the injected clock, a test that advanced its fake clock
-// while a frame was being built would leave Run waiting for fake time that
-// never passes, and stall every later frame.
-func TestHubFramePacingIgnoresFakeClock(t *testing.T) {
-	clock := clockwork.NewFakeClockAt(t0)
-	h, err := NewHub(HubConfig{Clock: clock}, nil)
-	require.NoError(t, err)
-	h.frameCostEMA = 10 * time.Millisecond // as after costly frames
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	for i := range 5 {
-		publishFrame(t, h, rd("dev1/a", t0.UnixMilli()+int64(i), 1))
-	}
-}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -445,10 +446,12 @@ func (l *loadConn) publish(ctx context.Context, c *rawClient, budget int) (int, 
 	}
 
 	// Token bucket: tokens accrue at the connection's share of the rate,
-	// up to 20 ms worth, and the connection sleeps (once per batch, never
-	// per message) until at least one is there.
+	// up to 20 ms worth, and the connection sleeps until that batch is
+	// there: a timer wake-up per message, times a thousand connections,
+	// would cost the generator more than the publishing.
 	perConn := cfg.Rate / float64(cfg.Connections)
 	burst := max(1, perConn/50)
+	want := math.Floor(burst)
 	tokens := 1.0
 	last := time.Now()
 	timer := time.NewTimer(time.Hour)
@@ -458,7 +461,7 @@ func (l *loadConn) publish(ctx context.Context, c *rawClient, budget int) (int, 
 		tokens = min(burst, tokens+now.Sub(last).Seconds()*perConn)
 		last = now
 		n := int(tokens)
-		if n == 0 {
+		if tokens < want {
 			if err := c.flush(); err != nil {
 				return total, err
 			}
@@ -466,7 +469,7 @@ func (l *loadConn) publish(ctx context.Context, c *rawClient, budget int) (int, 
 			if err := c.idle(now); err != nil {
 				return total, err
 			}
-			wait := max(time.Duration((1-tokens)/perConn*float64(time.Second)), 500*time.Microsecond)
+			wait := max(time.Duration((want-tokens)/perConn*float64(time.Second)), 500*time.Microsecond)
 			timer.Reset(wait)
 			select {
 			case <-done:
