@@ -155,7 +155,10 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("HTTP listening", "addr", s.Addr())
 	select {
 	case err := <-errc:
-		return fmt.Errorf("web: serve: %w", err)
+		if err != nil {
+			return fmt.Errorf("web: serve: %w", err)
+		}
+		return nil // Shutdown was called directly
 	case <-ctx.Done():
 	}
 	err := s.Shutdown(context.WithoutCancel(ctx))
