@@ -185,17 +185,35 @@ func (a *Aggregator) Offer(topic string, payload []byte, at time.Time) bool {
 // because they were not taken in time (nil if none). The live hub calls it
 // once per frame after Config.Notify.
 func (a *Aggregator) DrainReadings(dst []Reading) ([]Reading, *LiveGap) {
+	// Every shard is locked (in index order, the only order in which more
+	// than one shard lock is ever held) while the readings are counted and
+	// copied, so dst grows once, to the exact size: under load this copy is
+	// the hub's biggest memory traffic, and regrowing made it several times
+	// larger. The locks are held for one copy, microseconds.
+	for _, s := range a.shards {
+		s.mu.Lock()
+	}
+	n := 0
+	for _, s := range a.shards {
+		n += len(s.live)
+	}
+	dst = slices.Grow(dst, n)
 	var gap *LiveGap
 	for _, s := range a.shards {
-		var g *LiveGap
-		dst, g = s.drain(dst)
-		if g != nil {
+		dst = append(dst, s.live...)
+		clear(s.live) // drop the series references for the GC
+		s.live = s.live[:0]
+		if g := s.liveGap; g != nil {
 			if gap == nil {
 				gap = g
 			} else {
 				gap.FromMs, gap.ToMs = min(gap.FromMs, g.FromMs), max(gap.ToMs, g.ToMs)
 			}
+			s.liveGap = nil
 		}
+	}
+	for _, s := range slices.Backward(a.shards) {
+		s.mu.Unlock()
 	}
 	return dst, gap
 }

@@ -28,6 +28,7 @@
 // rejected reading never reaches a rollup or a viewer, and never stops
 // anything else.
 //
-// Locks: shard.mu guards one shard. Aggregator.flushMu serialises flushes
-// and is taken before a shard's mu, never while holding one.
+// Locks: shard.mu guards one shard; only DrainReadings holds several at
+// once, taking them in shard index order. Aggregator.flushMu serialises
+// flushes and is taken before any shard's mu, never while holding one.
 package ingest

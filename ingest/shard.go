@@ -41,8 +41,15 @@ type series struct {
 	dev     *device
 	pending [rollup.NumTiers][]rollup.Bucket // deltas since the last flush; few, unsorted
 	dirty   bool                             // listed in shard.dirty
-	raw     []Reading                        // ring of recent readings
+	raw     []rawPoint                       // ring of recent readings
 	rawNext int                              // next slot of raw to overwrite once full
+}
+
+// rawPoint is a recent reading as a series keeps it: no series id, so no
+// pointer for the garbage collector to follow in a ring of thousands.
+type rawPoint struct {
+	tMs int64
+	v   float64
 }
 
 // device is one device's state: presence, activity and rejections.
@@ -145,21 +152,6 @@ func (s *shard) pushLiveLocked(r Reading) {
 	s.live = append(s.live, r)
 }
 
-// drain hands the waiting live readings to the hub.
-func (s *shard) drain(dst []Reading) ([]Reading, *LiveGap) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	dst = append(dst, s.live...)
-	if cap(s.live) > 1<<16 && len(s.live) < cap(s.live)/4 {
-		s.live = nil // let a burst's array go
-	} else {
-		s.live = s.live[:0]
-	}
-	gap := s.liveGap
-	s.liveGap = nil
-	return dst, gap
-}
-
 // refuse counts a publish that arrived after the aggregator stopped.
 func (s *shard) refuse(device string) {
 	s.mu.Lock()
@@ -248,10 +240,11 @@ func (ser *series) add(r Reading, rawCap int) {
 		p[i].Add(r.TimeMs, r.Value)
 	}
 	if rawCap > 0 {
+		rp := rawPoint{tMs: r.TimeMs, v: r.Value}
 		if len(ser.raw) < rawCap {
-			ser.raw = append(ser.raw, r)
+			ser.raw = append(ser.raw, rp)
 		} else {
-			ser.raw[ser.rawNext] = r
+			ser.raw[ser.rawNext] = rp
 			ser.rawNext = (ser.rawNext + 1) % rawCap
 		}
 	}
@@ -350,8 +343,8 @@ func (s *shard) recent(id string, fromMs, toMs int64) []Reading {
 	var out []Reading
 	if ser := s.series[id]; ser != nil {
 		for _, r := range ser.raw {
-			if r.TimeMs >= fromMs && r.TimeMs < toMs {
-				out = append(out, r)
+			if r.tMs >= fromMs && r.tMs < toMs {
+				out = append(out, Reading{Series: ser.id, TimeMs: r.tMs, Value: r.v})
 			}
 		}
 	}
