@@ -86,8 +86,9 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
 	// mochi's default outbound queue is 8,192 slots per client, 64 KiB of
 	// channel per connection before anything is sent; devices receive
-	// little (acknowledgements, the odd command), so 256 is plenty and a
-	// device connection costs about 10 KiB instead of 75 (measured).
+	// little (acknowledgements, the odd command), so 256 is plenty. With it
+	// a connected device costs about 45 KiB of server memory in all
+	// (measured with 5,000 devices), two goroutine stacks included.
 	caps.MaximumClientWritesPending = 256
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
