@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -21,6 +22,14 @@ func yamlConfig(r io.Reader) (kong.Resolver, error) {
 		return nil, fmt.Errorf("parse config file: %w", err)
 	}
 	var f kong.ResolverFunc = func(_ *kong.Context, parent *kong.Path, flag *kong.Flag) (any, error) {
+		// kong consults configuration before the environment; step aside
+		// for a flag whose variable is set, so that TELEGAUGE_* overrides
+		// a file baked into an image, as operators expect.
+		for _, env := range flag.Envs {
+			if _, set := os.LookupEnv(env); set {
+				return nil, nil
+			}
+		}
 		if v, ok := lookup(values, flag.Name); ok {
 			return v, nil
 		}
