@@ -76,9 +76,10 @@ func (w *sseConn) writeRaw(head []byte, retry time.Duration) error {
 	defer putBuf(bp)
 	b := append(*bp, head...)
 	body := len(b)
+	// DESIGN.md §4: the stream starts with retry:.
 	b = append(b, "retry: "...)
 	b = strconv.AppendInt(b, retry.Milliseconds(), 10)
-	b = append(b, "\n\n"...)
+	b = append(b, "\n: telegauge live stream\n\n"...)
 	b = chunk(b, body)
 	*bp = b
 	return w.send(b)
@@ -156,7 +157,9 @@ func appendSSE(b []byte, e *dashboard.Event, retry time.Duration) []byte {
 		b = append(b, e.Cursor...)
 		b = append(b, "\n\n"...)
 	case dashboard.EventHeartbeat:
-		b = append(b, "event: heartbeat\nid: "...)
+		// The comment line is for proxies that watch for SSE comments to
+		// keep an idle stream open; browsers ignore it.
+		b = append(b, ": keep-alive\nevent: heartbeat\nid: "...)
 		b = append(b, e.Cursor...)
 		b = append(b, "\ndata: "...)
 		b = strconv.AppendInt(b, e.TimeMs, 10)

@@ -125,7 +125,7 @@ func (s *Server) serveWS(conn *websocket.Conn, v *dashboard.Viewer, minInterval 
 	clock := hub.Clock()
 	// A peer that answers neither pings nor anything else for two
 	// heartbeat intervals is gone.
-	idle := 2*hub.Heartbeat() + closeWriteWaitSlack
+	idle := 2 * hub.Heartbeat()
 	conn.SetReadLimit(s.cfg.WSReadLimitBytes)
 	_ = conn.SetReadDeadline(time.Now().Add(idle))
 	conn.SetPongHandler(func(string) error {

@@ -38,7 +38,9 @@ type Config struct {
 	// take a batch in this time is disconnected. Zero means 10 s.
 	WriteTimeout time.Duration `yaml:"write-timeout"`
 	// PollWait is the default long-poll wait; MaxPollWait caps it. Zero
-	// means 25 s and 60 s: below common proxy idle timeouts.
+	// means 25 s, and 60 s or two heartbeat intervals if that is less: below
+	// common proxy idle timeouts, and a vanished poller's request is freed
+	// within two intervals, as a stream's is.
 	PollWait    time.Duration `yaml:"poll-wait"`
 	MaxPollWait time.Duration `yaml:"max-poll-wait"`
 	// WSReadLimitBytes caps one WebSocket message from a client. Zero means
@@ -90,8 +92,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg.PollWait = 25 * time.Second
 	}
 	if cfg.MaxPollWait <= 0 {
-		cfg.MaxPollWait = 60 * time.Second
+		cfg.MaxPollWait = min(60*time.Second, 2*cfg.Hub.Heartbeat())
 	}
+	cfg.PollWait = min(cfg.PollWait, cfg.MaxPollWait)
 	if cfg.WSReadLimitBytes <= 0 {
 		cfg.WSReadLimitBytes = 64 << 10
 	}
@@ -122,7 +125,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: listen on %s: %w", cfg.Addr, err)
 	}
-	s.ln = ln
+	s.ln = timeoutListener{Listener: ln, userTimeout: 2 * cfg.Hub.Heartbeat()}
 	return s, nil
 }
 

@@ -1,0 +1,30 @@
+package web
+
+import (
+	"net"
+	"time"
+)
+
+// timeoutListener sets each accepted connection's TCP user timeout: how
+// long sent data may stay unacknowledged before the kernel gives up on the
+// peer. Live streams write at least a heartbeat every interval, so a peer
+// that vanished without closing (a phone that lost coverage, a laptop that
+// slept) is found out, and its stream freed, within about two intervals
+// instead of TCP's default of some fifteen minutes.
+type timeoutListener struct {
+	net.Listener
+	userTimeout time.Duration
+}
+
+func (l timeoutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Best effort: where the option does not exist, heartbeat write
+		// errors and write deadlines still end dead streams, later.
+		_ = setUserTimeout(tc, l.userTimeout)
+	}
+	return c, nil
+}
