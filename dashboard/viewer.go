@@ -48,6 +48,10 @@ const (
 	ReasonTooSlow  = "too slow"
 )
 
+// maxIdleEvents is the event capacity a drained viewer keeps; a bigger
+// array, grown in a burst, is let go.
+const maxIdleEvents = 16
+
 // maxOverflows is how many times a viewer's queue may overflow between two
 // drains before the viewer is disconnected as too slow.
 const maxOverflows = 3
@@ -74,8 +78,12 @@ func (v *Viewer) Reason() string {
 func (v *Viewer) Next(buf []Event) []Event {
 	v.mu.Lock()
 	buf = append(buf, v.events...)
-	clear(v.events)
-	v.events = v.events[:0]
+	if cap(v.events) > maxIdleEvents {
+		v.events = nil // an idle viewer should not keep a burst's array
+	} else {
+		clear(v.events)
+		v.events = v.events[:0]
+	}
 	v.bytes = 0
 	v.overflows = 0
 	v.gapped = false

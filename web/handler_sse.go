@@ -47,27 +47,35 @@ func (s *Server) handleSSE(c *fiber.Ctx) error {
 	remote := c.IP()
 	c.Context().HijackSetNoResponse(true)
 	c.Context().Hijack(func(conn net.Conn) {
-		defer v.Close()
-		s.metrics.streams.WithLabelValues("sse").Inc()
-		defer s.metrics.streams.WithLabelValues("sse").Dec()
-		w := &sseConn{s: s, conn: conn}
-		if err := w.writeRaw(head, s.cfg.SSERetry); err != nil {
-			return
-		}
-		p := &pump{v: v, hub: s.cfg.Hub, minInterval: minInterval}
-		if err := p.run(w.write); err != nil {
-			s.log.Debug("SSE stream ended", "viewer", v.ID(), "remote", remote, "err", err)
-			return
-		}
-		w.finish()
+		// Run the stream on a goroutine of our own and return, so that
+		// fasthttp releases the request's context (KeepHijackedConns keeps
+		// the connection open for us): a stream then holds no request
+		// buffers for its whole life.
+		s.streams.Go(func() {
+			defer conn.Close()
+			defer v.Close()
+			s.metrics.streams.WithLabelValues("sse").Inc()
+			defer s.metrics.streams.WithLabelValues("sse").Dec()
+			w := &sseConn{s: s, conn: conn, deadline: writeDeadline{timeout: s.cfg.WriteTimeout}}
+			if err := w.writeRaw(head, s.cfg.SSERetry); err != nil {
+				return
+			}
+			p := &pump{v: v, hub: s.cfg.Hub, minInterval: minInterval}
+			if err := p.run(w.write); err != nil {
+				s.log.Debug("SSE stream ended", "viewer", v.ID(), "remote", remote, "err", err)
+				return
+			}
+			w.finish()
+		})
 	})
 	return nil
 }
 
 // sseConn writes SSE events to a hijacked connection as HTTP/1.1 chunks.
 type sseConn struct {
-	s    *Server
-	conn net.Conn
+	s        *Server
+	conn     net.Conn
+	deadline writeDeadline
 }
 
 // writeRaw writes the response head and the stream's opening retry hint.
@@ -117,7 +125,7 @@ func (w *sseConn) finish() {
 }
 
 func (w *sseConn) send(b []byte) error {
-	if err := w.conn.SetWriteDeadline(time.Now().Add(w.s.cfg.WriteTimeout)); err != nil {
+	if _, err := w.deadline.extend(w.conn.SetWriteDeadline); err != nil {
 		return err
 	}
 	_, err := w.conn.Write(b)

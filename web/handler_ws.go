@@ -27,8 +27,11 @@ func newWSUpgrader(cfg Config) wsUpgrader {
 		origins: cfg.Origins,
 		up: websocket.FastHTTPUpgrader{
 			HandshakeTimeout: 10 * time.Second,
-			ReadBufferSize:   1024,
-			WriteBufferSize:  4096,
+			// Client messages are small (subscribe, unsubscribe); a larger
+			// one is read through the buffer, up to WSReadLimitBytes. The
+			// buffer lives as long as the connection.
+			ReadBufferSize:  256,
+			WriteBufferSize: 4096,
 			// Write buffers are taken from the pool only while a message
 			// is being written, so idle connections hold none.
 			WriteBufferPool:   &sync.Pool{},
@@ -106,10 +109,16 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 	}
 	remote := c.IP()
 	err = s.upgrader.up.Upgrade(c.Context(), func(conn *websocket.Conn) {
-		defer v.Close()
-		s.metrics.streams.WithLabelValues("ws").Inc()
-		defer s.metrics.streams.WithLabelValues("ws").Dec()
-		s.serveWS(conn, v, minInterval, remote)
+		// As for SSE: serve on our own goroutine so that fasthttp can
+		// release the request's context now. Returning here is safe: the
+		// upgrader only puts back its handshake buffer holder, which a
+		// connection with a WriteBufferPool never uses.
+		s.streams.Go(func() {
+			defer v.Close()
+			s.metrics.streams.WithLabelValues("ws").Inc()
+			defer s.metrics.streams.WithLabelValues("ws").Dec()
+			s.serveWS(conn, v, minInterval, remote)
+		})
 	})
 	if err != nil {
 		v.Close()
@@ -140,7 +149,7 @@ func (s *Server) serveWS(conn *websocket.Conn, v *dashboard.Viewer, minInterval 
 		readErr = s.readWS(conn, v, idle)
 	}()
 
-	w := &wsConn{s: s, conn: conn, v: v}
+	w := &wsConn{s: s, conn: conn, v: v, deadline: writeDeadline{timeout: s.cfg.WriteTimeout}}
 	p := &pump{v: v, hub: hub, minInterval: minInterval, stop: readerDone}
 	err := p.run(w.write)
 	switch {
@@ -211,14 +220,15 @@ func (s *Server) handleWSRequest(v *dashboard.Viewer, req wsRequest) error {
 
 // wsConn writes viewer events as WebSocket messages.
 type wsConn struct {
-	s    *Server
-	conn *websocket.Conn
-	v    *dashboard.Viewer
+	s        *Server
+	conn     *websocket.Conn
+	v        *dashboard.Viewer
+	deadline writeDeadline
 }
 
 func (w *wsConn) write(evs []dashboard.Event) error {
-	deadline := time.Now().Add(w.s.cfg.WriteTimeout)
-	if err := w.conn.SetWriteDeadline(deadline); err != nil {
+	deadline, err := w.deadline.extend(w.conn.SetWriteDeadline)
+	if err != nil {
 		return err
 	}
 	frames := 0

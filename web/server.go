@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,7 @@ type Server struct {
 	metrics  *webMetrics
 	closing  atomic.Bool
 	upgrader wsUpgrader
+	streams  sync.WaitGroup // SSE and WebSocket connection goroutines
 }
 
 // New builds the app and binds its listener; Run serves it.
@@ -119,7 +121,15 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		IdleTimeout:    2 * time.Minute,
 		ReadBufferSize: 8 << 10,
 		BodyLimit:      1 << 20,
+		// Return read and write buffers to their pools between requests.
+		// A hijacked live connection (SSE, WebSocket) then keeps no
+		// request buffer for its whole life: 8 KiB per idle viewer.
+		ReduceMemoryUsage: true,
 	})
+	// Live connections are hijacked and served on goroutines of our own
+	// (streams), which close them; fasthttp must not close them when the
+	// hijack handler returns.
+	s.app.Server().KeepHijackedConns = true
 	s.routes()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -184,6 +194,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, shutdownTimeout)
 	defer cancel()
 	herr := s.cfg.Hub.Close(ctx)
+	// The hub has ended every viewer; wait (boundedly) for their
+	// connections to finish writing the final events and close.
+	streamsDone := make(chan struct{})
+	go func() {
+		s.streams.Wait()
+		close(streamsDone)
+	}()
+	select {
+	case <-streamsDone:
+	case <-ctx.Done():
+		herr = errors.Join(herr, fmt.Errorf("web: live connections still open: %w", ctx.Err()))
+	}
 	remaining := shutdownTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		remaining = max(time.Until(dl), 100*time.Millisecond)
