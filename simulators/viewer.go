@@ -94,6 +94,46 @@ type ViewersConfig struct {
 	// HTTPClient is used for SSE and polls; nil means a shared client
 	// sized for Viewers connections to one host.
 	HTTPClient *http.Client `yaml:"-"`
+	// OnEvent, when set, is called on each viewer's own goroutine with
+	// every frame of points, gap and reset the viewer receives (duplicates
+	// included), so that a test can check delivery exactly. The viewer
+	// reads nothing while it runs, so it should be quick. Nil means none;
+	// when set, each frame's points are copied for it.
+	OnEvent func(ViewerEvent) `yaml:"-"`
+}
+
+// Kinds of ViewerEvent.
+const (
+	// ViewerEventPoints is a frame (or poll answer) with points.
+	ViewerEventPoints = "points"
+	// ViewerEventGap is a gap notice: FromMs..ToMs will not come live.
+	ViewerEventGap = "gap"
+	// ViewerEventReset is a reset notice: the resume cursor was refused.
+	ViewerEventReset = "reset"
+)
+
+// ViewerEvent is what a viewer received, as ViewersConfig.OnEvent reports
+// it.
+type ViewerEvent struct {
+	// Viewer is the viewer's index, 0 to Viewers-1.
+	Viewer int
+	// Transport is the viewer's transport (never TransportMix).
+	Transport string
+	// Kind is ViewerEventPoints, ViewerEventGap or ViewerEventReset.
+	Kind string
+	// Points are the frame's points (ViewerEventPoints), the callee's to
+	// keep.
+	Points []LivePoint
+	// FromMs and ToMs are the gap's reading times, Unix ms inclusive
+	// (ViewerEventGap).
+	FromMs, ToMs int64
+}
+
+// LivePoint is one live reading as a viewer received it.
+type LivePoint struct {
+	Series string
+	TimeMs int64 // reading time, Unix ms
+	Value  float64
 }
 
 func (c *ViewersConfig) setDefaults() error {
@@ -523,6 +563,13 @@ func (v *viewer) onPoints(pts []point) {
 	if len(pts) == 0 {
 		return
 	}
+	if v.cfg.OnEvent != nil {
+		lps := make([]LivePoint, len(pts))
+		for i := range pts {
+			lps[i] = LivePoint{Series: string(pts[i].S), TimeMs: pts[i].T, Value: pts[i].V}
+		}
+		v.cfg.OnEvent(ViewerEvent{Viewer: v.i, Transport: v.transport, Kind: ViewerEventPoints, Points: lps})
+	}
 	recv := v.cfg.Now()
 	v.tc.frames.Add(1)
 	v.tc.points.Add(int64(len(pts)))
@@ -594,6 +641,9 @@ func (v *viewer) pruneSeen() {
 
 func (v *viewer) onGap(g wireGap) {
 	v.received()
+	if v.cfg.OnEvent != nil {
+		v.cfg.OnEvent(ViewerEvent{Viewer: v.i, Transport: v.transport, Kind: ViewerEventGap, FromMs: g.From, ToMs: g.To})
+	}
 	v.tc.gaps.Add(1)
 	if g.To >= g.From {
 		v.tc.gapMs.Add(g.To - g.From)
@@ -602,6 +652,9 @@ func (v *viewer) onGap(g wireGap) {
 
 func (v *viewer) onReset() {
 	v.received()
+	if v.cfg.OnEvent != nil {
+		v.cfg.OnEvent(ViewerEvent{Viewer: v.i, Transport: v.transport, Kind: ViewerEventReset})
+	}
 	v.tc.resets.Add(1)
 }
 

@@ -35,12 +35,15 @@ type sseParser struct {
 	MaxLine int
 	// LastID is the last event ID: sent as Last-Event-ID on reconnect.
 	// It is a byte slice so that a new id per frame costs no allocation.
+	// An id field takes effect only when its event is dispatched, so an
+	// event broken off by a lost connection does not move it.
 	LastID []byte
 	// Retry is the reconnection time the server asked for, or 0.
 	Retry time.Duration
 
 	data      []byte // the event being built
 	typ       []byte // its event field
+	idBuf     []byte // the last event ID buffer: LastID once dispatched
 	partial   []byte // a line longer than the reader's buffer
 	pendingCR bool   // the last line ended in CR: skip a following LF
 }
@@ -60,6 +63,7 @@ func (p *sseParser) parse(r *bufio.Reader, fn func(*sseEvent) error) error {
 		p.MaxLine = 8 << 20
 	}
 	p.data, p.typ, p.pendingCR = p.data[:0], p.typ[:0], false
+	p.idBuf = append(p.idBuf[:0], p.LastID...)
 	if b, err := r.Peek(3); err == nil && bytes.Equal(b, sseBOM) {
 		_, _ = r.Discard(3)
 	}
@@ -96,7 +100,7 @@ func (p *sseParser) parse(r *bufio.Reader, fn func(*sseEvent) error) error {
 			p.data = append(p.data, '\n')
 		case "id":
 			if bytes.IndexByte(value, 0) < 0 {
-				p.LastID = append(p.LastID[:0], value...)
+				p.idBuf = append(p.idBuf[:0], value...)
 			}
 		case "retry":
 			if ms, ok := parseDigits(value); ok {
@@ -106,9 +110,12 @@ func (p *sseParser) parse(r *bufio.Reader, fn func(*sseEvent) error) error {
 	}
 }
 
-// dispatch hands the event built so far to fn and starts a new one. An
-// event without data is not dispatched.
+// dispatch hands the event built so far to fn and starts a new one. The
+// last event ID buffer becomes the last event ID first, even for an event
+// without data, which is not handed to fn [WHATWG HTML §9.2.6, "dispatch
+// the event" steps 1-2].
 func (p *sseParser) dispatch(ev *sseEvent, fn func(*sseEvent) error) error {
+	p.LastID = append(p.LastID[:0], p.idBuf...)
 	if len(p.data) == 0 {
 		p.typ = p.typ[:0]
 		return nil
@@ -131,6 +138,13 @@ func (p *sseParser) dispatch(ev *sseEvent, fn func(*sseEvent) error) error {
 	}
 	p.data, p.typ = p.data[:0], p.typ[:0]
 	return fn(ev)
+}
+
+// setLastID replaces the last event ID (and its buffer) with id, as from
+// a dispatched event's id field.
+func (p *sseParser) setLastID(id []byte) {
+	p.LastID = append(p.LastID[:0], id...)
+	p.idBuf = append(p.idBuf[:0], id...)
 }
 
 // parseDigits parses a non-empty string of ASCII digits.
@@ -285,7 +299,7 @@ func (v *viewer) onSSE(ev *sseEvent) error {
 	case "reset":
 		v.onReset()
 		if c := v.dec.cursorOf(ev.Data); len(c) > 0 {
-			v.sse.LastID = append(v.sse.LastID[:0], c...)
+			v.sse.setLastID(c)
 		}
 	}
 	return nil

@@ -155,6 +155,31 @@ func TestParseSSE(t *testing.T) {
 	}
 }
 
+// TestParseSSEBrokenEvent checks that an event cut off before its blank
+// line does not move the last event ID: the id takes effect when the event
+// is dispatched [WHATWG HTML §9.2.6], so a client that resumes after a
+// broken connection gets that event again instead of losing it.
+func TestParseSSEBrokenEvent(t *testing.T) {
+	for _, in := range []string{
+		"id: c-1\ndata: {}\n\nid: c-2\n",
+		"id: c-1\ndata: {}\n\nid: c-2\ndata: {\"cursor\":",
+		"id: c-1\ndata: {}\n\nid: c-2\ndata: {}\n",
+	} {
+		p := &sseParser{}
+		got, err := parseAllSSE(bufio.NewReader(strings.NewReader(in)), p)
+		require.True(t, errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF), "%q: %v", in, err)
+		require.Equal(t, []sseWant{{"message", "{}", "c-1"}}, got, "%q", in)
+		require.Equal(t, "c-1", string(p.LastID), "%q", in)
+	}
+	// An id-only event (the server's subscription acknowledgement) does
+	// move it, although it dispatches nothing.
+	p := &sseParser{}
+	got, err := parseAllSSE(bufio.NewReader(strings.NewReader("id: c-7\n\n")), p)
+	require.ErrorIs(t, err, io.EOF)
+	require.Empty(t, got)
+	require.Equal(t, "c-7", string(p.LastID))
+}
+
 func TestParseSSELimits(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -409,6 +434,30 @@ func TestViewerLatencyAndDuplicates(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &back))
 	require.Contains(t, back, "elapsedMs")
 	require.Contains(t, back["transports"], "sse")
+}
+
+// TestViewerOnEvent checks that the hook sees every frame, duplicates
+// included, with copies the viewer does not reuse, and gaps and resets.
+func TestViewerOnEvent(t *testing.T) {
+	const t0 = 1_700_000_000_000
+	var got []ViewerEvent
+	cfg := &ViewersConfig{Transport: TransportWS, OnEvent: func(e ViewerEvent) { got = append(got, e) }}
+	require.NoError(t, cfg.setDefaults())
+	v := newViewer(cfg, 3, http.DefaultClient, slog.New(slog.DiscardHandler))
+	buf := []byte("d/a")
+	v.onPoints([]point{{S: buf, T: t0, V: 1}})
+	copy(buf, "x/y") // the decoder reuses its memory
+	v.onPoints([]point{{S: []byte("d/a"), T: t0, V: 1}, {S: []byte("d/b"), T: t0 + 1, V: 2}})
+	v.onPoints(nil)
+	v.onGap(wireGap{From: 100, To: 350})
+	v.onReset()
+	require.Equal(t, []ViewerEvent{
+		{Viewer: 3, Transport: TransportWS, Kind: ViewerEventPoints, Points: []LivePoint{{"d/a", t0, 1}}},
+		{Viewer: 3, Transport: TransportWS, Kind: ViewerEventPoints, Points: []LivePoint{{"d/a", t0, 1}, {"d/b", t0 + 1, 2}}},
+		{Viewer: 3, Transport: TransportWS, Kind: ViewerEventGap, FromMs: 100, ToMs: 350},
+		{Viewer: 3, Transport: TransportWS, Kind: ViewerEventReset},
+	}, got)
+	require.EqualValues(t, 1, cfg.Counters.Snapshot().Total.Duplicates)
 }
 
 func TestViewersConfig(t *testing.T) {

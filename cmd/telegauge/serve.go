@@ -42,6 +42,7 @@ type ServeCmd struct {
 	Retention1m        time.Duration `name:"retention-1m" env:"TELEGAUGE_RETENTION_1M" default:"48h" help:"How long 1-minute rollups are kept."`
 	Retention1h        time.Duration `name:"retention-1h" env:"TELEGAUGE_RETENTION_1H" default:"2160h" help:"How long 1-hour rollups are kept."`
 	ResumeWindow       time.Duration `default:"5m" help:"How far back a live client can resume from its cursor."`
+	ViewerQueueBytes   int           `default:"4194304" help:"Bytes queued per live viewer before a slow one is skipped ahead (gap event), then disconnected." placeholder:"BYTES"`
 	Origins            []string      `help:"Origins allowed to open WebSockets, such as https://ops.example.com (default: same origin only)."`
 
 	DebugAddr string `help:"Serve Go's pprof profiles on this address (loopback only; off when empty)." placeholder:"ADDR"`
@@ -133,11 +134,12 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	if n.hub, err = dashboard.NewHub(dashboard.HubConfig{
-		ResumeWindow: c.ResumeWindow,
-		Heartbeat:    c.Heartbeat,
-		Source:       n.agg,
-		Clock:        clock,
-		Registerer:   n.reg,
+		ResumeWindow:     c.ResumeWindow,
+		Heartbeat:        c.Heartbeat,
+		ViewerQueueBytes: c.ViewerQueueBytes,
+		Source:           n.agg,
+		Clock:            clock,
+		Registerer:       n.reg,
 	}, log); err != nil {
 		return nil, err
 	}
