@@ -99,7 +99,7 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	minInterval, err := rateParam(c)
+	minInterval, err := rateParam(c, s.cfg.Hub.Heartbeat())
 	if err != nil {
 		return err
 	}
@@ -294,13 +294,13 @@ func appendWSEvent(b []byte, e *dashboard.Event) []byte {
 		js, _ := json.Marshal(series)
 		b = append(b, js...)
 		b = append(b, `,"cursor":"`...)
-		b = append(b, e.Cursor...)
+		b = appendCursor(b, e.Cursor)
 		b = append(b, `"}`...)
 	case dashboard.EventHeartbeat:
 		b = append(b, `{"type":"heartbeat","t":`...)
 		b = strconv.AppendInt(b, e.TimeMs, 10)
 		b = append(b, `,"cursor":"`...)
-		b = append(b, e.Cursor...)
+		b = appendCursor(b, e.Cursor)
 		b = append(b, `"}`...)
 	case dashboard.EventPresence:
 		b = appendPresenceJSON(b, "presence", e.Presence)
@@ -308,7 +308,7 @@ func appendWSEvent(b []byte, e *dashboard.Event) []byte {
 		b = appendGapJSON(b, "gap", e)
 	case dashboard.EventReset:
 		b = append(b, `{"type":"reset","cursor":"`...)
-		b = append(b, e.Cursor...)
+		b = appendCursor(b, e.Cursor)
 		b = append(b, `"}`...)
 	case dashboard.EventError:
 		js, _ := json.Marshal(map[string]string{"type": "error", "message": e.Reason})

@@ -16,17 +16,24 @@ const maxRate = 100
 
 // rateParam reads the optional rate parameter: at most that many frames
 // per second to this client, readings batched, never dropped. It returns the
-// minimum interval between frames, or 0 for no cap.
-func rateParam(c *fiber.Ctx) (time.Duration, error) {
+// minimum interval between frames, or 0 for no cap. The interval is at most
+// maxInterval (the heartbeat interval): the pump's pause holds back every
+// event, so a longer one would hold heartbeats and pings past the interval
+// in which both ends expect them, and a WebSocket would be taken for dead.
+func rateParam(c *fiber.Ctx, maxInterval time.Duration) (time.Duration, error) {
 	r := c.Query("rate")
 	if r == "" || r == "0" {
 		return 0, nil
 	}
 	n, err := strconv.ParseFloat(r, 64)
-	if err != nil || n <= 0 || n > maxRate {
+	if err != nil || !(n > 0 && n <= maxRate) { // also NaN, which ParseFloat accepts
 		return 0, dashboard.Errorf(dashboard.CodeInvalid, "rate must be a number of frames per second between 0 and %d", maxRate)
 	}
-	return time.Duration(float64(time.Second) / n), nil
+	// In floating point: for a tiny rate the interval overflows a Duration.
+	if iv := float64(time.Second) / n; iv < float64(maxInterval) {
+		return time.Duration(iv), nil
+	}
+	return maxInterval, nil
 }
 
 // pump moves a viewer's events to its connection: it waits for events,
