@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 	"unsafe"
@@ -224,6 +225,11 @@ func (h *Hub) Publish(rs []ingest.Reading) {
 // PublishPresence queues a device's online change for the viewers whose
 // subscription covers the device.
 func (h *Hub) PublishPresence(device string, online bool, at time.Time) {
+	if !ingest.ValidName(device) {
+		// In anonymous mode the name comes from whatever topic a session
+		// published on; only names a device could have reach viewers.
+		return
+	}
 	h.pendMu.Lock()
 	h.presence = append(h.presence, Presence{Device: device, Online: online, TimeMs: at.UnixMilli()})
 	h.pendMu.Unlock()
@@ -524,25 +530,79 @@ func (h *Hub) resumableLocked(epoch string, after uint64) bool {
 	return epoch == h.epoch && after <= h.seq && after >= h.evictedUpTo
 }
 
-// replayLocked queues, as one message, every ring reading after seq that
-// want accepts. The caller must hold h.mu.
+// replayLocked queues the ring readings after seq that want accepts: as
+// many of the newest as fit in half the viewer's queue, as one message, and
+// before them a gap covering the older ones, if any (the client backfills
+// those from history). A replay is bounded like live delivery: it never
+// builds more than the queue could hold, so a client resuming from an old
+// cursor costs the hub a scan of the ring, not megabytes of encoding under
+// its lock. The caller must hold h.mu.
 func (h *Hub) replayLocked(v *Viewer, after uint64, want func(string) bool) {
-	var pts []ingest.Reading
-	for i := range h.ring {
-		f := &h.ring[i]
-		if f.seq <= after {
-			continue
+	first := len(h.ring)
+	for first > 0 && h.ring[first-1].seq > after {
+		first--
+	}
+	if first == len(h.ring) {
+		return
+	}
+	memo := make([]uint8, len(h.names)) // 0 unknown, 1 no, 2 yes
+	match := func(sid uint32) bool {
+		if memo[sid] == 0 {
+			memo[sid] = 1
+			if want(h.names[sid]) {
+				memo[sid] = 2
+			}
 		}
+		return memo[sid] == 2
+	}
+	// Newest frames first, until the budget is spent.
+	budget := max(1, h.cfg.ViewerQueueBytes/2/approxPointBytes)
+	keep, n := len(h.ring), 0
+	for i := len(h.ring) - 1; i >= first; i-- {
+		m := 0
+		for _, p := range h.ring[i].points {
+			if match(p.sid) {
+				m++
+			}
+		}
+		if n+m > budget {
+			break
+		}
+		n += m
+		keep = i
+	}
+	if keep > first {
+		gap := Gap{FromMs: math.MaxInt64, ToMs: math.MinInt64}
+		for _, f := range h.ring[first:keep] {
+			for _, p := range f.points {
+				if match(p.sid) {
+					gap.FromMs, gap.ToMs = min(gap.FromMs, p.tMs), max(gap.ToMs, p.tMs)
+				}
+			}
+		}
+		if gap.FromMs <= gap.ToMs {
+			h.metrics.gaps.Inc()
+			v.enqueue(Event{Kind: EventGap, Gap: gap, Cursor: formatCursor(h.epoch, h.ring[keep-1].seq)})
+		}
+	}
+	if n == 0 {
+		return
+	}
+	pts := make([]ingest.Reading, 0, n)
+	for _, f := range h.ring[keep:] {
 		for _, p := range f.points {
-			if name := h.names[p.sid]; want(name) {
-				pts = append(pts, ingest.Reading{Series: name, TimeMs: p.tMs, Value: p.v})
+			if match(p.sid) {
+				pts = append(pts, ingest.Reading{Series: h.names[p.sid], TimeMs: p.tMs, Value: p.v})
 			}
 		}
 	}
-	if len(pts) > 0 {
-		v.enqueue(Event{Kind: EventPoints, Msg: NewMessage(h.seq, formatCursor(h.epoch, h.seq), pts)})
-	}
+	v.enqueue(Event{Kind: EventPoints, Msg: NewMessage(h.seq, formatCursor(h.epoch, h.seq), pts)})
 }
+
+// approxPointBytes is about what one reading takes in an encoded message,
+// {"s":"device/metric","t":1700000000000,"v":21.5}, plus its share of the
+// message's queue overhead.
+const approxPointBytes = 64
 
 // attachLocked puts v in the group of ps. The caller must hold h.mu.
 func (h *Hub) attachLocked(v *Viewer, ps Patterns) {

@@ -36,6 +36,8 @@ type Viewer struct {
 	closed    bool
 	reason    string
 
+	onEnd atomic.Pointer[func(reason string)] // set by the transport
+
 	lastPongMs atomic.Int64 // set by the transport when a pong arrives
 	notify     chan struct{}
 	done       chan struct{} // closed when the hub ends the viewer
@@ -98,6 +100,12 @@ func (v *Viewer) Pending() bool {
 	return len(v.events) > 0
 }
 
+// OnEnd registers f to be called, once, when the hub ends the viewer (too
+// slow, or shutting down), from the hub's goroutine with its lock held: f
+// must not block. Transports use it to cut short a write stuck on a peer
+// that stopped reading, which Done alone cannot interrupt.
+func (v *Viewer) OnEnd(f func(reason string)) { v.onEnd.Store(&f) }
+
 // Pong records that the client answered a ping at nowMs.
 func (v *Viewer) Pong(nowMs int64) { v.lastPongMs.Store(nowMs) }
 
@@ -141,6 +149,7 @@ func (v *Viewer) enqueue(e Event) bool {
 	}
 	if e.Kind == EventPoints && v.bytes+size > v.hub.cfg.ViewerQueueBytes {
 		v.overflows++
+		v.hub.metrics.gaps.Inc() // every skip ahead, not every gap event
 		if v.overflows >= maxOverflows {
 			v.mu.Unlock()
 			return false
@@ -202,7 +211,6 @@ func (v *Viewer) widenGapLocked(m *Message) {
 	if !v.gapped {
 		v.gap = Gap{FromMs: m.MinMs, ToMs: m.MaxMs}
 		v.gapped = true
-		v.hub.metrics.gaps.Inc()
 	} else {
 		v.gap.FromMs = min(v.gap.FromMs, m.MinMs)
 		v.gap.ToMs = max(v.gap.ToMs, m.MaxMs)
@@ -230,4 +238,7 @@ func (v *Viewer) end(final Event, reason string) {
 	v.mu.Unlock()
 	close(v.done)
 	v.wake()
+	if f := v.onEnd.Load(); f != nil {
+		(*f)(reason)
+	}
 }

@@ -57,7 +57,9 @@ func (s *Server) handleSSE(c *fiber.Ctx) error {
 			defer v.Close()
 			s.metrics.streams.WithLabelValues("sse").Inc()
 			defer s.metrics.streams.WithLabelValues("sse").Dec()
-			w := &sseConn{s: s, conn: conn, deadline: writeDeadline{timeout: s.cfg.WriteTimeout}}
+			w := &sseConn{s: s, conn: conn}
+			w.deadline.timeout = s.cfg.WriteTimeout
+			v.OnEnd(onViewerEnd(conn, &w.deadline))
 			if err := w.writeRaw(head, s.cfg.SSERetry); err != nil {
 				return
 			}

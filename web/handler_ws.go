@@ -149,7 +149,9 @@ func (s *Server) serveWS(conn *websocket.Conn, v *dashboard.Viewer, minInterval 
 		readErr = s.readWS(conn, v, idle)
 	}()
 
-	w := &wsConn{s: s, conn: conn, v: v, deadline: writeDeadline{timeout: s.cfg.WriteTimeout}}
+	w := &wsConn{s: s, conn: conn, v: v}
+	w.deadline.timeout = s.cfg.WriteTimeout
+	v.OnEnd(onViewerEnd(conn.NetConn(), &w.deadline))
 	p := &pump{v: v, hub: hub, minInterval: minInterval, stop: readerDone}
 	err := p.run(w.write)
 	switch {

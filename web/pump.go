@@ -1,8 +1,10 @@
 package web
 
 import (
+	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -134,20 +136,48 @@ func putBuf(b *[]byte) {
 // writeDeadline keeps a connection's write deadline at least WriteTimeout/2
 // ahead without setting it for every batch: setting it costs a timer update,
 // which with a thousand viewers at 50 frames/s was 6% of the CPU. A write
-// that blocks (a peer that stopped reading) still fails within WriteTimeout.
+// that blocks (a peer that stopped reading) still fails within WriteTimeout,
+// or sooner once cut (see cut).
 type writeDeadline struct {
 	timeout time.Duration
-	refresh time.Time // when the deadline next needs moving
-	at      time.Time // the deadline set
+	refresh time.Time    // when the deadline next needs moving
+	at      time.Time    // the deadline set
+	limit   atomic.Int64 // Unix ns no deadline may pass once cut; 0: none
 }
 
 // extend moves the deadline if it is due and returns it.
 func (d *writeDeadline) extend(set func(time.Time) error) (time.Time, error) {
 	now := time.Now()
-	if now.Before(d.refresh) {
+	limit := d.limit.Load()
+	if now.Before(d.refresh) && limit == 0 {
 		return d.at, nil
 	}
 	d.at = now.Add(d.timeout)
 	d.refresh = now.Add(d.timeout / 2)
+	if limit != 0 {
+		if l := time.Unix(0, limit); l.Before(d.at) {
+			d.at = l
+		}
+	}
 	return d.at, set(d.at)
+}
+
+// cut brings the deadline forward to at most `within` from now, for the
+// write in progress (through conn) and every later one. It is safe to call
+// from another goroutine.
+func (d *writeDeadline) cut(conn net.Conn, within time.Duration) {
+	at := time.Now().Add(within)
+	d.limit.Store(at.UnixNano())
+	_ = conn.SetWriteDeadline(at)
+}
+
+// onViewerEnd returns the Viewer.OnEnd callback of a live connection: when
+// the hub ends a viewer (too slow, or shutting down) a write stuck on a
+// peer that stopped reading gets one more second, time for the final event
+// (the WebSocket close code and reason, the SSE retry hint) to leave if the
+// peer reads at all, instead of the full WriteTimeout. What the kernel still
+// holds for a peer that never reads again is dropped by the TCP user
+// timeout (timeoutListener) within two heartbeat intervals.
+func onViewerEnd(conn net.Conn, d *writeDeadline) func(reason string) {
+	return func(string) { d.cut(conn, time.Second) }
 }
