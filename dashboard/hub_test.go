@@ -750,3 +750,35 @@ func TestErrorCode(t *testing.T) {
 	}
 	require.Equal(t, `unknown series "a/b"`, Errorf(CodeNotFound, "unknown series %q", "a/b").Error())
 }
+
+// TestHubResumeBoundedByQueue: a resume whose backlog is larger than the
+// viewer's queue could hold replays the newest readings that fit and sends
+// one gap, with the exact reading times of the older ones, before them; it
+// never builds (and then skips) a message the queue cannot take.
+func TestHubResumeBoundedByQueue(t *testing.T) {
+	// Half of 64 KiB at approxPointBytes is 512 readings.
+	h, _ := newTestHub(t, HubConfig{ViewerQueueBytes: 64 << 10})
+	start := publishFrame(t, h, rd("dev1/a", 1, 0))
+	base := t0.UnixMilli()
+	for f := range 10 {
+		var rs []ingest.Reading
+		for i := range 100 {
+			rs = append(rs, rd("dev1/a", base+int64(f*100+i), float64(i)))
+			rs = append(rs, rd("dev2/b", base+int64(f*100+i), 0)) // not subscribed
+		}
+		publishFrame(t, h, rs...)
+	}
+	v, ack := subscribe(t, h, SubscribeOptions{Cursor: start}, "dev1/#")
+	require.Equal(t, start, ack)
+	evs := v.Next(nil)
+	require.Equal(t, []EventKind{EventSubscribed, EventGap, EventPoints}, kinds(evs))
+	// Five frames of 100 fit the budget of 512; the five before are gapped.
+	gap := evs[1]
+	require.Equal(t, Gap{FromMs: base, ToMs: base + 499}, gap.Gap)
+	require.Equal(t, formatCursor(h.epoch, hubSeq(h)-5), gap.Cursor, "the gap brings the client up to the last gapped frame")
+	pts := evs[2].Msg.Points
+	require.Len(t, pts, 500)
+	require.Equal(t, base+500, pts[0].TimeMs)
+	require.Equal(t, base+999, pts[len(pts)-1].TimeMs)
+	require.Equal(t, formatCursor(h.epoch, hubSeq(h)), evs[2].Msg.Cursor)
+}
