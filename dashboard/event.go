@@ -65,7 +65,12 @@ type Message struct {
 
 	once     sync.Once
 	prepared any
+	joined   bool // made by JoinMessages for one viewer, not shared
 }
+
+// Shared reports whether the message may be sent to several viewers (it
+// came from a frame), so that caching a transport encoding of it pays off.
+func (m *Message) Shared() bool { return !m.joined }
 
 // NewMessage encodes the points (at least one) as one message at cursor.
 func NewMessage(seq uint64, cursor string, pts []ingest.Reading) *Message {
@@ -77,6 +82,45 @@ func NewMessage(seq uint64, cursor string, pts []ingest.Reading) *Message {
 	}
 	m.JSON = AppendPointsJSON(make([]byte, 0, 32+len(pts)*48), cursor, pts)
 	return m
+}
+
+// JoinMessages returns one message carrying the points of ms (in order, at
+// least one), at the cursor of the last. Its JSON is the messages' point
+// arrays concatenated, not re-encoded: a transport uses it to send a viewer
+// that fell behind everything it has queued in one write.
+func JoinMessages(ms []*Message) *Message {
+	if len(ms) == 1 {
+		return ms[0]
+	}
+	last := ms[len(ms)-1]
+	j := &Message{Seq: last.Seq, Cursor: last.Cursor, MinMs: ms[0].MinMs, MaxMs: ms[0].MaxMs, joined: true}
+	n, size := 0, 0
+	for _, m := range ms {
+		n += len(m.Points)
+		size += len(m.JSON)
+		j.MinMs, j.MaxMs = min(j.MinMs, m.MinMs), max(j.MaxMs, m.MaxMs)
+	}
+	j.Points = make([]ingest.Reading, 0, n)
+	j.JSON = make([]byte, 0, size)
+	j.JSON = append(j.JSON, `{"cursor":"`...)
+	j.JSON = append(j.JSON, last.Cursor...)
+	j.JSON = append(j.JSON, `","points":[`...)
+	for i, m := range ms {
+		j.Points = append(j.Points, m.Points...)
+		if i > 0 {
+			j.JSON = append(j.JSON, ',')
+		}
+		j.JSON = append(j.JSON, m.PointsInner()...)
+	}
+	j.JSON = append(j.JSON, "]}"...)
+	return j
+}
+
+// PointsInner returns the elements of the message's JSON points array,
+// without the brackets, for transports that join messages.
+func (m *Message) PointsInner() []byte {
+	head := len(`{"cursor":"`) + len(m.Cursor) + len(`","points":[`)
+	return m.JSON[head : len(m.JSON)-len("]}")]
 }
 
 // Prepared returns a transport-specific encoding of the message, built by

@@ -782,3 +782,19 @@ func TestHubResumeBoundedByQueue(t *testing.T) {
 	require.Equal(t, base+999, pts[len(pts)-1].TimeMs)
 	require.Equal(t, formatCursor(h.epoch, hubSeq(h)), evs[2].Msg.Cursor)
 }
+
+// TestJoinMessages: joining messages concatenates their point arrays into
+// what encoding all the points at the last cursor would give.
+func TestJoinMessages(t *testing.T) {
+	a := NewMessage(1, "e-1", []ingest.Reading{rd("d/a", 5, 1.5), rd("d/b", 3, -2)})
+	b := NewMessage(2, "e-2", []ingest.Reading{rd("d/a", 7, 1e21)})
+	c := NewMessage(3, "e-3", []ingest.Reading{rd("d/c", 1, 0)})
+	j := JoinMessages([]*Message{a, b, c})
+	want := NewMessage(3, "e-3", append(append(append([]ingest.Reading(nil), a.Points...), b.Points...), c.Points...))
+	require.Equal(t, string(want.JSON), string(j.JSON))
+	require.Equal(t, want.Points, j.Points)
+	require.Equal(t, int64(1), j.MinMs)
+	require.Equal(t, int64(7), j.MaxMs)
+	require.Equal(t, uint64(3), j.Seq)
+	require.Same(t, a, JoinMessages([]*Message{a}), "one message is shared as is")
+}

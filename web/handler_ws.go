@@ -234,13 +234,25 @@ func (w *wsConn) write(evs []dashboard.Event) error {
 		return err
 	}
 	frames := 0
-	for i := range evs {
+	for i := 0; i < len(evs); i++ {
 		e := &evs[i]
-		var err error
 		switch e.Kind {
 		case dashboard.EventPoints:
-			pm := e.Msg.Prepared(preparePoints).(*websocket.PreparedMessage)
-			err = w.conn.WritePreparedMessage(pm)
+			// A viewer that fell behind has several frames queued: send
+			// them as one message, one write instead of one per frame,
+			// which is what lets a saturated server catch up. A viewer
+			// that keeps up gets the shared, once-encoded message.
+			j := i + 1
+			for j < len(evs) && evs[j].Kind == dashboard.EventPoints {
+				j++
+			}
+			if j-i == 1 && e.Msg.Shared() {
+				pm := e.Msg.Prepared(preparePoints).(*websocket.PreparedMessage)
+				err = w.conn.WritePreparedMessage(pm)
+			} else {
+				err = w.writeJoined(evs[i:j])
+			}
+			i = j - 1
 			frames++
 		case dashboard.EventPing:
 			hb := w.s.cfg.Hub.Heartbeat()
@@ -268,6 +280,25 @@ func (w *wsConn) write(evs []dashboard.Event) error {
 	}
 	w.s.metrics.frames.WithLabelValues("ws").Add(float64(frames))
 	return nil
+}
+
+// writeJoined writes point messages as one points message at the last
+// one's cursor, built in a pooled buffer from their encoded point arrays.
+func (w *wsConn) writeJoined(evs []dashboard.Event) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	b := append((*bp)[:0], `{"type":"points","cursor":"`...)
+	b = appendCursor(b, evs[len(evs)-1].Msg.Cursor)
+	b = append(b, `","points":[`...)
+	for i := range evs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, evs[i].Msg.PointsInner()...)
+	}
+	b = append(b, "]}"...)
+	*bp = b
+	return w.conn.WriteMessage(websocket.TextMessage, b)
 }
 
 // preparePoints builds the shared WebSocket form of a points message:

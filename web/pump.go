@@ -10,7 +10,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/telegauge/telegauge/dashboard"
-	"github.com/telegauge/telegauge/ingest"
 )
 
 // maxRate caps the rate parameter (frames per second).
@@ -69,6 +68,9 @@ func (p *pump) run(write func([]dashboard.Event) error) error {
 			return nil
 		}
 		if !ended && p.minInterval > 0 {
+			if !p.v.Pending() {
+				continue // a stale wake-up: nothing to pace
+			}
 			if wait := p.last.Add(p.minInterval).Sub(clock.Now()); wait > 0 {
 				select {
 				case <-clock.After(wait):
@@ -82,6 +84,7 @@ func (p *pump) run(write func([]dashboard.Event) error) error {
 		}
 		p.events = p.v.Next(p.events[:0])
 		if p.minInterval > 0 {
+			// A rate-capped client gets one frame per interval.
 			p.events = mergePoints(p.events)
 		}
 		if len(p.events) > 0 {
@@ -99,24 +102,26 @@ func (p *pump) run(write func([]dashboard.Event) error) error {
 	}
 }
 
-// mergePoints merges consecutive point messages into one, so a rate-capped
-// client gets one frame per interval with every reading in it.
+// mergePoints joins consecutive point messages into one frame, for a
+// rate-capped client.
 func mergePoints(evs []dashboard.Event) []dashboard.Event {
 	out := evs[:0]
-	for i := 0; i < len(evs); i++ {
-		e := evs[i]
-		if e.Kind != dashboard.EventPoints || i+1 >= len(evs) || evs[i+1].Kind != dashboard.EventPoints {
-			out = append(out, e)
+	var run []*dashboard.Message
+	flush := func() {
+		if len(run) > 0 {
+			out = append(out, dashboard.Event{Kind: dashboard.EventPoints, Msg: dashboard.JoinMessages(run)})
+			run = run[:0]
+		}
+	}
+	for _, e := range evs {
+		if e.Kind == dashboard.EventPoints {
+			run = append(run, e.Msg)
 			continue
 		}
-		var pts []ingest.Reading
-		for ; i < len(evs) && evs[i].Kind == dashboard.EventPoints; i++ {
-			pts = append(pts, evs[i].Msg.Points...)
-		}
-		i--
-		last := evs[i].Msg
-		out = append(out, dashboard.Event{Kind: dashboard.EventPoints, Msg: dashboard.NewMessage(last.Seq, last.Cursor, pts)})
+		flush()
+		out = append(out, e)
 	}
+	flush()
 	return out
 }
 
