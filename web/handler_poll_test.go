@@ -158,8 +158,8 @@ func TestShortPoll(t *testing.T) {
 }
 
 // TestPollGap checks a poll that resumes with more backlog than a viewer's
-// queue holds: it gets a gap over the backlog's reading times and the
-// cursor after it, not a partial answer.
+// queue holds: it gets the newest readings that fit and a gap over exactly
+// the older ones, with the cursor after everything.
 func TestPollGap(t *testing.T) {
 	ts := newTestServer(t, withHub(func(c *dashboard.HubConfig) { c.ViewerQueueBytes = 2 << 10 }))
 	cursor := ts.hub.Cursor()
@@ -173,10 +173,11 @@ func TestPollGap(t *testing.T) {
 	for _, wait := range []string{"0", "10s"} {
 		status, a := poll(t, ts, url.Values{"series": {"dev1/#"}, "cursor": {cursor}, "wait": {wait}})
 		require.Equal(t, http.StatusOK, status)
-		require.Empty(t, a.Points)
 		require.NotNil(t, a.Gap)
+		require.Less(t, len(a.Points), len(pts), "not the whole backlog")
+		require.Equal(t, pts[len(pts)-len(a.Points):], a.Points, "the newest readings, in order")
 		require.Equal(t, pts[0].T, a.Gap.From)
-		require.Equal(t, pts[len(pts)-1].T, a.Gap.To)
+		require.Equal(t, pts[len(pts)-len(a.Points)-1].T, a.Gap.To, "the gap ends just before the readings returned")
 		require.Equal(t, ts.hub.Cursor(), a.Cursor)
 		require.False(t, a.Reset)
 	}

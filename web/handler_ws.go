@@ -255,10 +255,8 @@ func (w *wsConn) write(evs []dashboard.Event) error {
 			i = j - 1
 			frames++
 		case dashboard.EventPing:
-			hb := w.s.cfg.Hub.Heartbeat()
-			if e.TimeMs-w.v.LastPongMs() > 2*hb.Milliseconds() {
-				return errors.New("no pong for two heartbeat intervals")
-			}
+			// A peer that answers no ping (nor anything else) is found by
+			// the reader's deadline, two intervals after its last word.
 			err = w.conn.WriteControl(websocket.PingMessage, nil, deadline)
 		case dashboard.EventClosing:
 			code := closeGoingAway
