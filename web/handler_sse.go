@@ -162,13 +162,23 @@ func appendSSE(b []byte, e *dashboard.Event, retry time.Duration) []byte {
 		b = append(b, e.Msg.JSON...)
 		b = append(b, "\n\n"...)
 	case dashboard.EventSubscribed:
-		// No data: the browser does not dispatch an event, but it does
-		// take the id as its Last-Event-ID (WHATWG HTML §9.2.6), so even a
-		// client that sees no points before it reconnects resumes from
-		// the moment it subscribed.
-		b = append(b, "id: "...)
+		// Sent at once when a stream opens. The id becomes the browser's
+		// Last-Event-ID, so even a client that sees no points before it
+		// reconnects resumes from the moment it subscribed; and a client
+		// that does not receive this event promptly knows a proxy is
+		// buffering the stream, and can fall back to long polling.
+		b = append(b, "event: subscribed\nid: "...)
 		b = appendCursor(b, e.Cursor)
-		b = append(b, "\n\n"...)
+		b = append(b, "\ndata: {\"series\":"...)
+		series := e.Series
+		if series == nil {
+			series = []string{}
+		}
+		js, _ := json.Marshal(series)
+		b = append(b, js...)
+		b = append(b, `,"cursor":"`...)
+		b = appendCursor(b, e.Cursor)
+		b = append(b, "\"}\n\n"...)
 	case dashboard.EventHeartbeat:
 		// The comment line is for proxies that watch for SSE comments to
 		// keep an idle stream open; browsers ignore it.

@@ -205,9 +205,16 @@ func fuzzEvent(kind uint8, text, cursor string, a, b int64, v float64, online bo
 	case dashboard.EventSubscribed:
 		e.Cursor, e.Series = cursor, []string{text}
 		return e, func(t *testing.T, blk sseBlock) {
-			require.False(t, blk.Dispatched(), "an id, not an event")
-			require.Equal(t, []string{"id: " + clean}, blk.Lines)
+			require.True(t, blk.Dispatched(), "one subscribed event")
+			require.Equal(t, "subscribed", blk.Event)
 			require.Equal(t, clean, blk.LastID)
+			var d struct {
+				Series []string `json:"series"`
+				Cursor string   `json:"cursor"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(blk.Data), &d), "data is one JSON object: %q", blk.Data)
+			require.Equal(t, []string{strings.ToValidUTF8(text, "\uFFFD")}, d.Series)
+			require.Equal(t, clean, d.Cursor)
 		}
 	default: // ping, error: nothing on SSE
 		e.Reason, e.TimeMs, e.Cursor = text, a, cursor

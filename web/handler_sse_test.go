@@ -34,7 +34,9 @@ func TestSSEStreamFormat(t *testing.T) {
 	first := s.next(t)
 	require.Equal(t, []string{"retry: 1500", ": telegauge live stream"}, first.Lines)
 	sub := s.next(t)
-	require.Equal(t, []string{"id: " + ts.hub.Cursor()}, sub.Lines, "the subscription's cursor, before any point")
+	cur := ts.hub.Cursor()
+	require.Equal(t, []string{"event: subscribed", "id: " + cur, `data: {"series":["dev1/#"],"cursor":"` + cur + `"}`}, sub.Lines,
+		"the subscription and its cursor, at once and before any point")
 
 	prev := sub.ID
 	for i := range 3 {

@@ -581,8 +581,8 @@ func (s *sseStream) nextEvent(t testing.TB) sseBlock {
 	}
 }
 
-// open reads the stream's opening: the retry block, then the id-only block
-// of the subscription. It returns the subscription's cursor.
+// open reads the stream's opening: the retry block, then the subscribed
+// event with the subscription's cursor as its id. It returns the cursor.
 func (s *sseStream) open(t testing.TB) string {
 	t.Helper()
 	first := s.next(t)
@@ -590,9 +590,10 @@ func (s *sseStream) open(t testing.TB) string {
 	require.True(t, strings.HasPrefix(first.Lines[0], "retry: "), "stream starts with retry: got %q", first.Lines)
 	require.False(t, first.Dispatched())
 	sub := s.next(t)
-	require.True(t, sub.HasID, "subscription id block, got %+v", sub)
-	require.False(t, sub.Dispatched())
-	require.Equal(t, []string{"id: " + sub.ID}, sub.Lines)
+	require.True(t, sub.HasID, "subscribed event with an id, got %+v", sub)
+	require.True(t, sub.Dispatched())
+	require.Equal(t, "subscribed", sub.Event)
+	require.Contains(t, sub.Data, `"cursor":"`+sub.ID+`"`)
 	return sub.ID
 }
 
