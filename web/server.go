@@ -54,6 +54,8 @@ type Config struct {
 	Hub     *dashboard.Hub     `yaml:"-"` // required
 	Querier *dashboard.Querier `yaml:"-"` // required
 	Devices DeviceLister       `yaml:"-"` // required
+	// Boards keeps saved dashboards; nil means in memory.
+	Boards dashboard.BoardStore `yaml:"-"`
 	// Ready reports whether the node can serve (for /readyz); nil means
 	// always ready.
 	Ready func() error `yaml:"-"`
@@ -97,6 +99,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg.MaxPollWait = min(60*time.Second, 2*cfg.Hub.Heartbeat())
 	}
 	cfg.PollWait = min(cfg.PollWait, cfg.MaxPollWait)
+	if cfg.Boards == nil {
+		cfg.Boards = dashboard.NewMemoryBoards()
+	}
 	if cfg.WSReadLimitBytes <= 0 {
 		cfg.WSReadLimitBytes = 64 << 10
 	}
@@ -151,6 +156,11 @@ func (s *Server) routes() {
 	api.Get("/stream", s.handleSSE)
 	api.Get("/ws", s.handleWS)
 	api.Get("/poll", s.handlePoll)
+	api.Get("/dashboards", s.handleBoardsList)
+	api.Post("/dashboards", s.handleBoardCreate)
+	api.Get("/dashboards/:id", s.handleBoardGet)
+	api.Put("/dashboards/:id", s.handleBoardPut)
+	api.Delete("/dashboards/:id", s.handleBoardDelete)
 	api.Use(func(c *fiber.Ctx) error {
 		return dashboard.Errorf(dashboard.CodeNotFound, "no such endpoint: %s %s", c.Method(), c.Path())
 	})
