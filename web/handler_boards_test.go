@@ -106,3 +106,27 @@ func TestBoardsErrors(t *testing.T) {
 	_, _ = body.ReadFrom(resp.Body)
 	require.JSONEq(t, `{"dashboards":[]}`, body.String())
 }
+
+// TestTransportsSwitch: a disabled transport answers 404 with a JSON error
+// (a WebSocket upgrade is refused), the others keep working.
+func TestTransportsSwitch(t *testing.T) {
+	ts := newTestServer(t, withWeb(func(c *Config) { c.Transports = []string{"longpoll"} }))
+	for _, path := range []string{"/api/v1/stream?series=%23", "/api/v1/ws?series=%23"} {
+		req, err := http.NewRequest(http.MethodGet, ts.url+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		require.Contains(t, requireJSONError(t, http.StatusNotFound, resp), "disabled")
+	}
+	resp := boardRequest(t, http.MethodGet, ts.url+"/api/v1/poll?series=%23", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	q, err := dashboard.NewQuerier(dashboard.QueryConfig{Source: ts.agg, History: ts.store}, nil)
+	require.NoError(t, err)
+	_, err = New(Config{Hub: ts.hub, Querier: q, Devices: ts.agg, Transports: []string{"carrier-pigeon"}, Addr: "127.0.0.1:0"}, nil)
+	require.ErrorContains(t, err, "unknown transport")
+}

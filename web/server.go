@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,11 @@ type Config struct {
 	Hub     *dashboard.Hub     `yaml:"-"` // required
 	Querier *dashboard.Querier `yaml:"-"` // required
 	Devices DeviceLister       `yaml:"-"` // required
+	// Transports lists the live transports served, of "ws", "sse",
+	// "longpoll" (which also serves short polls); empty means all. A
+	// disabled one answers 404, which clients take as a cue to fall back
+	// (an operator may turn off what a proxy in front breaks).
+	Transports []string `yaml:"transports"`
 	// Boards keeps saved dashboards; nil means in memory.
 	Boards dashboard.BoardStore `yaml:"-"`
 	// Ready reports whether the node can serve (for /readyz); nil means
@@ -99,6 +105,11 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg.MaxPollWait = min(60*time.Second, 2*cfg.Hub.Heartbeat())
 	}
 	cfg.PollWait = min(cfg.PollWait, cfg.MaxPollWait)
+	for _, t := range cfg.Transports {
+		if !slices.Contains([]string{"ws", "sse", "longpoll"}, t) {
+			return nil, fmt.Errorf("web: unknown transport %q (want ws, sse or longpoll)", t)
+		}
+	}
 	if cfg.Boards == nil {
 		cfg.Boards = dashboard.NewMemoryBoards()
 	}
@@ -153,9 +164,9 @@ func (s *Server) routes() {
 	api := s.app.Group("/api/v1")
 	api.Get("/devices", s.handleDevices)
 	api.Get("/query", s.handleQuery)
-	api.Get("/stream", s.handleSSE)
-	api.Get("/ws", s.handleWS)
-	api.Get("/poll", s.handlePoll)
+	api.Get("/stream", s.transport("sse", s.handleSSE))
+	api.Get("/ws", s.transport("ws", s.handleWS))
+	api.Get("/poll", s.transport("longpoll", s.handlePoll))
 	api.Get("/dashboards", s.handleBoardsList)
 	api.Post("/dashboards", s.handleBoardCreate)
 	api.Get("/dashboards/:id", s.handleBoardGet)
@@ -165,6 +176,16 @@ func (s *Server) routes() {
 		return dashboard.Errorf(dashboard.CodeNotFound, "no such endpoint: %s %s", c.Method(), c.Path())
 	})
 	s.routesUI()
+}
+
+// transport serves h only if the named transport is enabled.
+func (s *Server) transport(name string, h fiber.Handler) fiber.Handler {
+	if len(s.cfg.Transports) == 0 || slices.Contains(s.cfg.Transports, name) {
+		return h
+	}
+	return func(*fiber.Ctx) error {
+		return dashboard.Errorf(dashboard.CodeNotFound, "the %s transport is disabled on this server", name)
+	}
 }
 
 // Addr returns the address the listener is bound to.

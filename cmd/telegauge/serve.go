@@ -44,6 +44,7 @@ type ServeCmd struct {
 	ResumeWindow       time.Duration `default:"5m" help:"How far back a live client can resume from its cursor."`
 	ViewerQueueBytes   int           `default:"4194304" help:"Bytes queued per live viewer before a slow one is skipped ahead (gap event), then disconnected." placeholder:"BYTES"`
 	Origins            []string      `help:"Origins allowed to open WebSockets, such as https://ops.example.com (default: same origin only)."`
+	Transports         []string      `enum:"ws,sse,longpoll" default:"ws,sse,longpoll" help:"Live transports to serve (longpoll also serves short polls); turn off one a proxy in front breaks."`
 
 	DebugAddr string `help:"Serve Go's pprof profiles on this address (loopback only; off when empty)." placeholder:"ADDR"`
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Log level."`
@@ -168,6 +169,7 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	if n.web, err = web.New(web.Config{
 		Addr:       c.HTTPAddr,
 		Origins:    c.Origins,
+		Transports: c.Transports,
 		Hub:        n.hub,
 		Querier:    querier,
 		Devices:    n.agg,

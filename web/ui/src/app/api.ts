@@ -1,0 +1,157 @@
+// The server's JSON API (DESIGN.md §4). Live updates never come from here:
+// they come from the live-client library (src/live).
+
+export interface Device {
+  id: string;
+  online: boolean;
+  lastSeen: number;
+  metrics: string[];
+  rate: number;
+  rejected: number;
+  rejectedByReason: Record<string, number> | null;
+}
+
+export interface SeriesData {
+  id: string;
+  /** Bucket width in ms; 0 for raw readings. */
+  step: number;
+  t: number[];
+  min: number[];
+  max: number[];
+  avg: number[];
+  count: number[];
+  last: number[];
+}
+
+export interface Panel {
+  title: string;
+  series: string[];
+  range: string;
+}
+
+export interface DashboardSummary {
+  id: string;
+  name: string;
+  updated: string | number;
+}
+
+export interface Dashboard extends DashboardSummary {
+  panels: Panel[];
+}
+
+export interface DashboardBody {
+  name: string;
+  panels: Panel[];
+}
+
+/** A non-2xx answer: status and the server's {"error"} message. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
+/** The server's base URL ("" = this page's origin). */
+let base = "";
+export function setBaseUrl(url: string): void {
+  base = url.replace(/\/$/, "");
+}
+
+/** Counts requests per path, for tests (window.__telegauge.requests). */
+export const requestCounts: Record<string, number> = {};
+
+async function call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const key = path.split("?")[0];
+  requestCounts[key] = (requestCounts[key] ?? 0) + 1;
+  let res: Response;
+  try {
+    res = await fetch(base + path, {
+      method,
+      signal,
+      credentials: "same-origin",
+      headers: body === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    if ((e as Error).name === "AbortError") throw e;
+    throw new ApiError(0, "the server cannot be reached");
+  }
+  if (res.status === 204) return undefined as T;
+  let data: unknown = null;
+  const text = await res.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!res.ok) {
+    const msg = data && typeof data === "object" && "error" in data ? String((data as { error: unknown }).error) : `HTTP ${res.status}`;
+    throw new ApiError(res.status, msg);
+  }
+  return data as T;
+}
+
+export async function getDevices(signal?: AbortSignal): Promise<Device[]> {
+  const r = await call<{ devices: Device[] | null }>("GET", "/api/v1/devices", undefined, signal);
+  return r.devices ?? [];
+}
+
+export interface QueryParams {
+  series: string[];
+  /** Unix ms or relative ("-1h"). */
+  from: number | string;
+  to?: number | string;
+  /** "auto" (default), "raw", "1s", "5m"... */
+  step?: string;
+  maxPoints?: number;
+}
+
+/** The most series the server takes in one query. */
+export const MAX_QUERY_SERIES = 100;
+
+/** One history query; more than MAX_QUERY_SERIES series are split into
+ *  several requests, run in parallel, answers concatenated in order. */
+export async function query(p: QueryParams, signal?: AbortSignal): Promise<SeriesData[]> {
+  if (p.series.length === 0) return [];
+  const chunks: string[][] = [];
+  for (let i = 0; i < p.series.length; i += MAX_QUERY_SERIES) chunks.push(p.series.slice(i, i + MAX_QUERY_SERIES));
+  const answers = await Promise.all(
+    chunks.map((chunk) => {
+      const q = new URLSearchParams();
+      for (const s of chunk) q.append("series", s);
+      q.set("from", String(p.from));
+      if (p.to !== undefined) q.set("to", String(p.to));
+      if (p.step) q.set("step", p.step);
+      if (p.maxPoints) q.set("maxPoints", String(Math.round(p.maxPoints)));
+      return call<{ series: SeriesData[] }>("GET", `/api/v1/query?${q}`, undefined, signal);
+    }),
+  );
+  return answers.flatMap((a) => a.series ?? []);
+}
+
+export async function listDashboards(signal?: AbortSignal): Promise<DashboardSummary[]> {
+  const r = await call<{ dashboards: DashboardSummary[] | null }>("GET", "/api/v1/dashboards", undefined, signal);
+  return r.dashboards ?? [];
+}
+
+export function getDashboard(id: string, signal?: AbortSignal): Promise<Dashboard> {
+  return call<Dashboard>("GET", `/api/v1/dashboards/${encodeURIComponent(id)}`, undefined, signal);
+}
+
+export function createDashboard(body: DashboardBody): Promise<Dashboard> {
+  return call<Dashboard>("POST", "/api/v1/dashboards", body);
+}
+
+export function updateDashboard(id: string, body: DashboardBody): Promise<Dashboard> {
+  return call<Dashboard>("PUT", `/api/v1/dashboards/${encodeURIComponent(id)}`, body);
+}
+
+export function deleteDashboard(id: string): Promise<void> {
+  return call<void>("DELETE", `/api/v1/dashboards/${encodeURIComponent(id)}`);
+}
