@@ -2,25 +2,48 @@
 # http://127.0.0.1:8080; `make test` runs every test.
 
 GO      ?= go
+NPM     ?= npm
 BIN     ?= bin/telegauge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 DEMO    ?= 20
+UI      := web/ui
+# Every input of the dashboard's build.
+UI_SRC  := $(shell find $(UI)/src $(UI)/index.html $(UI)/vite.config.ts $(UI)/tsconfig.json -type f 2>/dev/null)
 
-.PHONY: all build run test test-short bench fuzz lint clean
+.PHONY: all build ui run test test-go test-ui test-browser test-short bench fuzz lint clean
 
 all: build
 
-build:
+# The dashboard is built first and embedded in the binary.
+build: ui
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/telegauge
+
+ui: $(UI)/dist/app/index.html
+
+$(UI)/node_modules/.installed: $(UI)/package.json $(UI)/package-lock.json
+	cd $(UI) && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+$(UI)/dist/app/index.html: $(UI)/node_modules/.installed $(UI_SRC)
+	cd $(UI) && $(NPM) run build
 
 run: build
 	$(BIN) serve --demo $(DEMO)
 
-# Every test: unit, fuzz seed corpora, full-stack integration. Race
-# detector on.
-test: lint
+# Every test: Go (unit, fuzz seed corpora, full-stack integration, race
+# detector on), the live client's unit tests, and the browser tests in
+# Debian's Chromium.
+test: lint test-go test-ui test-browser
+
+test-go:
 	$(GO) test -race -count=1 -tags integration -timeout 12m ./...
+
+test-ui: $(UI)/node_modules/.installed
+	cd $(UI) && $(NPM) run typecheck && $(NPM) test
+
+test-browser: build
+	cd $(UI) && TELEGAUGE_BIN=$(abspath $(BIN)) ARTIFACTS=$(abspath test-artifacts) $(NPM) run test:browser
 
 # The quick loop while editing: no integration tests, no race detector.
 test-short:
@@ -35,6 +58,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./ingest/
 	$(GO) test -run '^$$' -fuzz '^FuzzTopic$$' -fuzztime $(FUZZTIME) ./ingest/
 	$(GO) test -run '^$$' -fuzz '^FuzzRollup$$' -fuzztime $(FUZZTIME) ./ingest/rollup/
+	$(GO) test -run '^$$' -fuzz '^FuzzSSEFrame$$' -fuzztime $(FUZZTIME) ./web/
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -42,4 +66,4 @@ lint:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin test-artifacts $(UI)/dist/app

@@ -65,6 +65,14 @@ type DevicesConfig struct {
 	// Counters, when set, receives live counts (for progress output); nil
 	// means RunDevices keeps its own.
 	Counters *DevicesCounters `yaml:"-"`
+	// Backfill, when positive, has each device first publish the readings
+	// of that much past time, one every BackfillStep, with their original
+	// timestamps, before going live: a fleet with a history behind it
+	// (demos, browser tests), or a device emptying its offline buffer.
+	// Readings older than the server's late window are rejected there.
+	Backfill time.Duration `yaml:"backfill"`
+	// BackfillStep is the spacing of backfilled readings. Zero means 10 s.
+	BackfillStep time.Duration `yaml:"backfill-step"`
 	// KeepAlive is the MQTT keep-alive. Zero means 30 s.
 	KeepAlive time.Duration `yaml:"keep-alive"`
 	// ConnectTimeout bounds one connection attempt. Zero means 10 s.
@@ -366,6 +374,9 @@ func (d *device) run(ctx context.Context, delay time.Duration) error {
 	if err := d.connect(ctx, client); err != nil {
 		return err
 	}
+	if cfg.Backfill > 0 {
+		d.backfill(ctx, client)
+	}
 	d.publishLoop(ctx, client)
 	d.drain()
 	client.Disconnect(250)
@@ -445,9 +456,28 @@ func (d *device) publishLoop(ctx context.Context, client mqtt.Client) {
 }
 
 // publish sends one message (FormMetric: one per metric) stamped Now().
-func (d *device) publish(client mqtt.Client) {
+// backfill publishes the readings of the last cfg.Backfill, oldest first,
+// with their own timestamps.
+func (d *device) backfill(ctx context.Context, client mqtt.Client) {
+	step := d.cfg.BackfillStep
+	if step <= 0 {
+		step = 10 * time.Second
+	}
+	now := d.cfg.Now()
+	for at := now.Add(-d.cfg.Backfill).Add(step); at.Before(now); at = at.Add(step) {
+		if ctx.Err() != nil {
+			return
+		}
+		d.publishAt(client, at)
+		d.reap()
+	}
+}
+
+func (d *device) publish(client mqtt.Client) { d.publishAt(client, d.cfg.Now()) }
+
+// publishAt publishes one reading of every metric, taken at now.
+func (d *device) publishAt(client mqtt.Client, now time.Time) {
 	cfg := d.cfg
-	now := cfg.Now()
 	tsMs := now.UnixMilli()
 	for i, m := range d.metrics {
 		d.values[i] = m.Pattern(now)

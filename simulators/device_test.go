@@ -253,3 +253,33 @@ func TestPatternsDeterministic(t *testing.T) {
 	require.Equal(t, 0.0, vals[0])
 	require.Equal(t, 1.0, vals[len(vals)-1])
 }
+
+// TestRunDevicesBackfill: a device first publishes its past, oldest first,
+// with the readings' own timestamps, then goes live.
+func TestRunDevicesBackfill(t *testing.T) {
+	sink := &countingSink{keep: true}
+	addr := newTestBroker(t, sink)
+	stats, err := RunDevices(context.Background(), DevicesConfig{
+		Broker:       "tcp://" + addr,
+		Devices:      1,
+		Rate:         500,
+		Messages:     2,
+		Metrics:      1,
+		QoS:          1,
+		IDPrefix:     "bf-",
+		Backfill:     time.Minute,
+		BackfillStep: 10 * time.Second,
+		Now:          func() time.Time { return fixedNow },
+	}, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, 5+2, stats.Messages, "five backfilled, then two live")
+	sink.waitCount(t, 7)
+	var ts []int64
+	for _, m := range sink.Messages() {
+		var p struct{ Ts int64 }
+		require.NoError(t, json.Unmarshal(m.payload, &p))
+		ts = append(ts, p.Ts)
+	}
+	base := fixedNow.UnixMilli()
+	require.Equal(t, []int64{base - 50_000, base - 40_000, base - 30_000, base - 20_000, base - 10_000, base, base}, ts)
+}

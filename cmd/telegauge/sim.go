@@ -21,19 +21,21 @@ type SimCmd struct {
 
 // SimDevicesCmd is `telegauge sim devices`.
 type SimDevicesCmd struct {
-	Broker   string        `default:"tcp://127.0.0.1:1883" help:"MQTT broker URL (tcp://, ws://)."`
-	Devices  int           `default:"10" help:"Devices, one MQTT connection each."`
-	Rate     float64       `default:"1" help:"Messages per second per device (with --fast, 0 means as fast as possible)."`
-	Duration time.Duration `default:"0" help:"How long to run; 0 runs until interrupted."`
-	Metrics  int           `default:"4" help:"Metrics per device."`
-	Form     string        `enum:"object,metric,senml" default:"object" help:"Payload form: one JSON object per message, one publish per metric, or SenML."`
-	QoS      byte          `name:"qos" default:"0" help:"MQTT QoS (0 or 1)."`
-	Jitter   float64       `default:"0.1" help:"Share of each interval that varies at random."`
-	Ramp     time.Duration `default:"1s" help:"Spread connection starts over this time."`
-	IDPrefix string        `default:"sim-" help:"Device ids are this prefix plus a number."`
-	Prefix   string        `default:"telemetry" help:"Telemetry topic prefix."`
-	Fast     bool          `help:"Use the built-in raw MQTT publisher instead of paho, for load beyond what paho can generate (object form, 2+ metrics, tcp:// only)."`
-	JSON     bool          `name:"json" help:"Print the summary as JSON."`
+	Broker       string        `default:"tcp://127.0.0.1:1883" help:"MQTT broker URL (tcp://, ws://)."`
+	Devices      int           `default:"10" help:"Devices, one MQTT connection each."`
+	Rate         float64       `default:"1" help:"Messages per second per device (with --fast, 0 means as fast as possible)."`
+	Duration     time.Duration `default:"0" help:"How long to run; 0 runs until interrupted."`
+	Metrics      int           `default:"4" help:"Metrics per device."`
+	Form         string        `enum:"object,metric,senml" default:"object" help:"Payload form: one JSON object per message, one publish per metric, or SenML."`
+	QoS          byte          `name:"qos" default:"0" help:"MQTT QoS (0 or 1)."`
+	Jitter       float64       `default:"0.1" help:"Share of each interval that varies at random."`
+	Ramp         time.Duration `default:"1s" help:"Spread connection starts over this time."`
+	IDPrefix     string        `default:"sim-" help:"Device ids are this prefix plus a number."`
+	Prefix       string        `default:"telemetry" help:"Telemetry topic prefix."`
+	Backfill     time.Duration `help:"First publish this much past history per device, with original timestamps (paho mode)."`
+	BackfillStep time.Duration `default:"10s" help:"Spacing of backfilled readings."`
+	Fast         bool          `help:"Use the built-in raw MQTT publisher instead of paho, for load beyond what paho can generate (object form, 2+ metrics, tcp:// only)."`
+	JSON         bool          `name:"json" help:"Print the summary as JSON."`
 }
 
 // Run runs the fleet and prints a summary.
@@ -62,6 +64,7 @@ func (c *SimDevicesCmd) Run() error {
 	st, err := simulators.RunDevices(ctx, simulators.DevicesConfig{
 		Broker: c.Broker, Devices: c.Devices, Rate: c.Rate, Jitter: c.Jitter, Ramp: c.Ramp, Duration: c.Duration,
 		Metrics: c.Metrics, Form: c.Form, QoS: c.QoS, Prefix: c.Prefix, IDPrefix: c.IDPrefix, Seed: time.Now().UnixNano(), Counters: counters,
+		Backfill: c.Backfill, BackfillStep: c.BackfillStep,
 	}, log)
 	stopProgress()
 	return report(c.JSON, st, st.Summary(), err)
