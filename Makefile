@@ -34,7 +34,7 @@ run: build
 # Every test: Go (unit, fuzz seed corpora, full-stack integration, race
 # detector on), the live client's unit tests, and the browser tests in
 # Debian's Chromium.
-test: lint test-go
+test: lint test-go test-ui test-browser
 
 test-go:
 	$(GO) test -race -count=1 -tags integration -timeout 12m ./...

@@ -1,4 +1,4 @@
-import { defineConfig } from "vite";
+import { defineConfig } from "vitest/config";
 
 // The build goes to dist/app, which the Go binary embeds (web/ui.go); dist
 // itself holds a committed placeholder so that a Go build works without

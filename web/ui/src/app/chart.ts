@@ -28,6 +28,8 @@ export interface TimeChartOptions {
   onDblClick?: () => void;
   /** Called after every draw. */
   onDraw?: (c: TimeChart) => void;
+  /** Hide the title visually (kept for screen readers): the panel has its own. */
+  hideTitle?: boolean;
 }
 
 const registry = new Set<TimeChart>();
@@ -72,7 +74,7 @@ export class TimeChart {
     this.key = opts.key;
     this.title = opts.title;
     this.stores = opts.stores;
-    this.titleEl = h("h3", { class: "chart-title", id: `chart-t-${cssId(opts.key)}` }, opts.title);
+    this.titleEl = h("h3", { class: opts.hideTitle ? "chart-title sr-only" : "chart-title", id: `chart-t-${cssId(opts.key)}` }, opts.title);
     this.legendTime = h("span", { class: "legend-time" });
     this.legendEl = h("div", { class: "chart-legend", "data-testid": "chart-legend" });
     this.statusEl = h("p", { class: "chart-status", role: "status", hidden: true });
@@ -171,17 +173,18 @@ export class TimeChart {
       const c = colors.palette[k % colors.palette.length];
       const label = this.opts.label ? this.opts.label(s.id) : s.id;
       series.push(
-        { label, stroke: c, width: 1.5, points: { show: false }, spanGaps: true },
+        { label, stroke: c, width: 1.5, spanGaps: true },
         { label: `${label} min`, stroke: "rgba(0,0,0,0)", width: 0, points: { show: false }, spanGaps: true, show: band },
         { label: `${label} max`, stroke: "rgba(0,0,0,0)", width: 0, points: { show: false }, spanGaps: true, show: band },
       );
       if (band) bands.push({ series: [3 + 3 * k, 2 + 3 * k], fill: withAlpha(c, 0.18) });
     });
+    const fontPx = Math.round(colors.remPx * 0.75);
     const axis = (): uPlot.Axis => ({
       stroke: colors.muted,
       grid: { stroke: colors.grid, width: 1 },
       ticks: { stroke: colors.grid, width: 1 },
-      font: "11px system-ui, sans-serif",
+      font: `${fontPx}px system-ui, sans-serif`,
     });
     const opts: uPlot.Options = {
       width: this.width,
@@ -192,7 +195,10 @@ export class TimeChart {
       legend: { show: false },
       padding: [8, 8, 0, 0],
       scales: { x: { time: true, auto: false } },
-      axes: [axis(), { ...axis(), size: 52, values: (_u, splits) => splits.map((v) => fmt.value(v)) }],
+      axes: [
+        { ...axis(), space: fontPx * 7, size: fontPx * 4.5 },
+        { ...axis(), size: fontPx * 5, values: (_u, splits) => splits.map((v) => fmt.value(v)) },
+      ],
       cursor: {
         drag: { x: true, y: false, setScale: false },
         sync: this.opts.syncKey ? { key: this.opts.syncKey, setSeries: false } : undefined,
@@ -303,7 +309,7 @@ export class TimeChart {
         hi = s.max[i];
       }
       setText(row.value, fmt.value(v));
-      setText(row.range, lo != null && hi != null && lo !== hi ? `${fmt.value(lo)} – ${fmt.value(hi)}` : "");
+      setText(row.range, this.stores.length <= 4 && lo != null && hi != null && lo !== hi ? `${fmt.value(lo)} – ${fmt.value(hi)}` : "");
     });
   }
 

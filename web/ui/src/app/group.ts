@@ -3,7 +3,7 @@
 // history in one batched query, merges live points into it, slides the
 // window while following, and reloads when the library says reset().
 
-import type { Live, Point, Presence, Subscription } from "../live/types";
+import type { Live, Point, Presence, Subscription } from "../live";
 import { ApiError, query, type SeriesData } from "./api";
 import { TimeChart } from "./chart";
 import { onNextFrame } from "./frame";
@@ -15,6 +15,7 @@ export interface ChartSpec {
   title: string;
   series: string[];
   label?: (id: string) => string;
+  hideTitle?: boolean;
 }
 
 export interface GroupOptions {
@@ -117,6 +118,7 @@ export class ChartGroup {
       title: spec.title,
       stores,
       label: spec.label,
+      hideTitle: spec.hideTitle,
       syncKey: this.opts.syncKey,
       onZoom: (from, to) => this.zoom(from, to),
       onDblClick: () => this.follow(),
@@ -195,6 +197,7 @@ export class ChartGroup {
     let unknown: Set<string> | null = null;
     const following = this.following;
     const to = following ? Infinity : (this.range as { to: number }).to;
+    const dirty = new Set<TimeChart>();
     for (const p of pts) {
       const s = this.stores.get(p.s);
       if (!s) {
@@ -206,11 +209,13 @@ export class ChartGroup {
       if (p.t > to) continue; // a fixed window in the past: Follow reloads
       s.add(p.t, p.v);
       const c = this.chartOf.get(p.s);
-      if (c) {
-        if (following) {
-          const w = this.window();
-          c.setWindow(w.from, w.to);
-        }
+      if (c) dirty.add(c);
+    }
+    if (dirty.size) {
+      // Drawn on the next animation frame, however many points came in.
+      const w = following ? this.window() : null;
+      for (const c of dirty) {
+        if (w) c.setWindow(w.from, w.to);
         c.invalidate();
       }
     }

@@ -1,34 +1,11 @@
 // MQTT-style series patterns over "{device}/{metric}" (web/PROTOCOL.md):
 // "dev1/temperature", "dev1/#", "dev1/+", "+/temperature", "#", "+/+".
 
-const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+import { matches, patternError } from "../live";
 
-/** Why a pattern is invalid, or null when it is valid. */
-export function patternError(p: string): string | null {
-  const s = p.trim();
-  if (!s) return "empty pattern";
-  if (s === "#") return null;
-  const parts = s.split("/");
-  if (parts.length !== 2) return `"${s}": want {device}/{metric}, with + or # wildcards`;
-  const [d, m] = parts;
-  if (d === "#") return `"${s}": # must be the last level`;
-  if (d !== "+" && !NAME.test(d)) return `"${s}": bad device name`;
-  if (m !== "+" && m !== "#" && !NAME.test(m)) return `"${s}": bad metric name`;
-  return null;
-}
-
-/** Whether series "device/metric" matches pattern p. */
-export function matches(p: string, series: string): boolean {
-  const s = p.trim();
-  if (s === "#") return true;
-  const i = series.indexOf("/");
-  if (i < 0) return false;
-  const [pd, pm] = s.split("/");
-  if (pm === undefined) return false;
-  const d = series.slice(0, i);
-  const m = series.slice(i + 1);
-  return (pd === "+" || pd === d) && (pm === "+" || pm === "#" || pm === m);
-}
+// The rules themselves live in the live library, so that what the editor
+// accepts and what a subscription carries never disagree.
+export { matches, patternError };
 
 /** Every series of the fleet that one of the patterns matches, sorted. */
 export function expand(patterns: string[], fleet: { id: string; metrics: string[] }[]): string[] {

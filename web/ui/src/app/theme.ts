@@ -61,6 +61,8 @@ export interface ThemeColors {
   muted: string;
   grid: string;
   palette: string[];
+  /** The root font size in px (larger on wall screens): charts scale their text by it. */
+  remPx: number;
 }
 
 let colorsCache: ThemeColors | null = null;
@@ -72,7 +74,8 @@ export function themeColors(): ThemeColors {
   const v = (n: string, d: string) => cs.getPropertyValue(n).trim() || d;
   const palette: string[] = [];
   for (let i = 0; i < 8; i++) palette.push(v(`--series-${i}`, "#2563eb"));
-  colorsCache = { fg: v("--fg", "#111"), muted: v("--muted", "#666"), grid: v("--grid", "rgba(128,128,128,.2)"), palette };
+  const remPx = parseFloat(cs.fontSize) || 15;
+  colorsCache = { fg: v("--fg", "#111"), muted: v("--muted", "#666"), grid: v("--grid", "rgba(128,128,128,.2)"), palette, remPx };
   return colorsCache;
 }
 
@@ -92,7 +95,10 @@ export function themeToggle(): HTMLButtonElement {
   const btn = h("button", { type: "button", class: "btn btn-ghost theme-toggle", "data-testid": "theme-toggle" });
   const render = () => {
     const c = themeChoice();
-    btn.textContent = `${c === "auto" ? "◐" : c === "dark" ? "☾" : "☀"} ${LABEL[c]}`;
+    btn.replaceChildren(
+      h("span", { "aria-hidden": "true" }, c === "auto" ? "◐" : c === "dark" ? "☾" : "☀"),
+      h("span", { class: "theme-label", "aria-hidden": "true" }, LABEL[c]),
+    );
     btn.setAttribute("aria-label", `Theme: ${LABEL[c].toLowerCase()}${c === "auto" ? ` (${effectiveTheme()})` : ""}. Switch to ${LABEL[NEXT[c]].toLowerCase()}.`);
     btn.dataset.theme = effectiveTheme();
   };
