@@ -252,10 +252,40 @@ func (a *Aggregator) SetPresence(device string, online bool, at time.Time) {
 	a.shardFor(device).setPresence(device, online, at.UnixMilli())
 }
 
+// RestoredDevice is a device known from history.
+type RestoredDevice struct {
+	ID          string
+	FirstSeenMs int64
+	LastSeenMs  int64
+}
+
+// Restore re-creates, idle and offline, the devices and series a previous
+// run knew (from the history store), so that after a restart they are
+// listed and queryable before they publish again. Limits apply as for new
+// ones. It returns how many series it created.
+func (a *Aggregator) Restore(devices []RestoredDevice, series []string) int {
+	byShard := make(map[*shard][]string)
+	for _, id := range series {
+		s := a.shardFor(SeriesDevice(id))
+		byShard[s] = append(byShard[s], id)
+	}
+	devByShard := make(map[*shard][]RestoredDevice)
+	for _, d := range devices {
+		s := a.shardFor(d.ID)
+		devByShard[s] = append(devByShard[s], d)
+	}
+	n := 0
+	for _, s := range a.shards {
+		n += s.restore(devByShard[s], byShard[s])
+	}
+	return n
+}
+
 // DeviceInfo is what the API shows of one device.
 type DeviceInfo struct {
 	ID               string
 	Online           bool
+	FirstSeenMs      int64 // Unix ms of the first message or connection known; 0 if never
 	LastSeenMs       int64 // Unix ms of the latest message or connection; 0 if never
 	Metrics          []string
 	Rate             float64 // accepted readings per second over the last 10 s

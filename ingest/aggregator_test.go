@@ -325,9 +325,9 @@ func TestAggregatorDevices(t *testing.T) {
 
 	devs := ta.Devices()
 	require.Len(t, devs, 3)
-	require.Equal(t, DeviceInfo{ID: "dev-a", Online: true, LastSeenMs: t0.Add(7 * time.Second).UnixMilli(),
+	require.Equal(t, DeviceInfo{ID: "dev-a", Online: true, FirstSeenMs: t0.Add(5 * time.Second).UnixMilli(), LastSeenMs: t0.Add(7 * time.Second).UnixMilli(),
 		Metrics: []string{"x", "y", "z"}, RejectedByReason: map[string]uint64{}}, devs[0])
-	require.Equal(t, DeviceInfo{ID: "dev-b", LastSeenMs: t0.UnixMilli(), Rate: 0.1,
+	require.Equal(t, DeviceInfo{ID: "dev-b", FirstSeenMs: t0.UnixMilli(), LastSeenMs: t0.UnixMilli(), Rate: 0.1,
 		Metrics: []string{"x"}, RejectedByReason: map[string]uint64{}}, devs[1])
 	require.Equal(t, "dev-c", devs[2].ID)
 	require.False(t, devs[2].Online)
@@ -742,4 +742,29 @@ func TestAggregatorExactlyOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, offered.Load(), n, "tier %s", tier)
 	}
+}
+
+// TestAggregatorRestore: devices and series from history come back idle,
+// listed and known, within the limits; live readings then join them.
+func TestAggregatorRestore(t *testing.T) {
+	ta := newTestAggregator(t, Config{Shards: 2, MaxSeriesPerDevice: 2})
+	now := aggT0.UnixMilli()
+	n := ta.Restore(
+		[]RestoredDevice{{ID: "dev1", FirstSeenMs: now - 5000, LastSeenMs: now - 1000}, {ID: "bad name"}},
+		[]string{"dev1/a", "dev1/b", "dev1/c", "dev2/x", "not-a-series"},
+	)
+	require.Equal(t, 3, n, "dev1/c is over dev1's limit; the malformed one is skipped")
+	require.True(t, ta.HasSeries("dev1/a"))
+	require.True(t, ta.HasSeries("dev2/x"))
+	require.False(t, ta.HasSeries("dev1/c"))
+	d := ta.device(t, "dev1")
+	require.False(t, d.Online)
+	require.Equal(t, now-5000, d.FirstSeenMs)
+	require.Equal(t, now-1000, d.LastSeenMs)
+	require.Equal(t, []string{"a", "b"}, d.Metrics)
+	require.Len(t, ta.Devices(), 2)
+
+	ta.offer(t, "telemetry/dev1/a", "1")
+	require.Equal(t, now, ta.device(t, "dev1").LastSeenMs)
+	require.Equal(t, now-5000, ta.device(t, "dev1").FirstSeenMs)
 }

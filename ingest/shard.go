@@ -54,11 +54,12 @@ type rawPoint struct {
 
 // device is one device's state: presence, activity and rejections.
 type device struct {
-	id         string
-	online     bool
-	lastSeenMs int64
-	metrics    []string // sorted
-	rejected   [NumReasons]uint64
+	id          string
+	online      bool
+	firstSeenMs int64
+	lastSeenMs  int64
+	metrics     []string // sorted
+	rejected    [NumReasons]uint64
 	// rate counts accepted readings per second in a ring of rateSlots
 	// seconds; rateSec[i] says which second slot i holds.
 	rate    [rateSlots]uint32
@@ -91,7 +92,7 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 	if d.Device != "" {
 		dev = s.deviceLocked(d.Device)
 		if dev != nil {
-			dev.lastSeenMs = max(dev.lastSeenMs, atMs)
+			dev.seen(atMs)
 		}
 	}
 	for i := range d.Rejects {
@@ -250,6 +251,14 @@ func (ser *series) add(r Reading, rawCap int) {
 	}
 }
 
+// seen records activity of the device at atMs.
+func (d *device) seen(atMs int64) {
+	if d.firstSeenMs == 0 || atMs < d.firstSeenMs {
+		d.firstSeenMs = atMs
+	}
+	d.lastSeenMs = max(d.lastSeenMs, atMs)
+}
+
 // count adds one accepted reading to the device's rate window.
 func (d *device) count(nowSec int64) {
 	i := nowSec % rateSlots
@@ -358,7 +367,7 @@ func (s *shard) setPresence(id string, online bool, atMs int64) {
 	defer s.mu.Unlock()
 	if d := s.deviceLocked(id); d != nil {
 		d.online = online
-		d.lastSeenMs = max(d.lastSeenMs, atMs)
+		d.seen(atMs)
 	}
 }
 
@@ -369,6 +378,7 @@ func (s *shard) appendDevices(out []DeviceInfo, nowMs int64) []DeviceInfo {
 		info := DeviceInfo{
 			ID:               d.id,
 			Online:           d.online,
+			FirstSeenMs:      d.firstSeenMs,
 			LastSeenMs:       d.lastSeenMs,
 			Metrics:          slices.Clone(d.metrics),
 			Rate:             d.rateAt(nowMs / 1000),
@@ -392,4 +402,29 @@ func (s *shard) appendSeriesIDs(out []string) []string {
 		out = append(out, id)
 	}
 	return out
+}
+
+// restore re-creates devices and series known from history, idle.
+func (s *shard) restore(devices []RestoredDevice, series []string) (n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rd := range devices {
+		if d := s.deviceLocked(rd.ID); d != nil {
+			if rd.FirstSeenMs > 0 {
+				d.seen(rd.FirstSeenMs)
+			}
+			if rd.LastSeenMs > 0 {
+				d.seen(rd.LastSeenMs)
+			}
+		}
+	}
+	for _, id := range series {
+		if s.series[id] != nil || !ValidSeries(id) {
+			continue
+		}
+		if ser, _ := s.newSeriesLocked(id); ser != nil {
+			n++
+		}
+	}
+	return n
 }
