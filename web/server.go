@@ -60,6 +60,10 @@ type Config struct {
 	// disabled one answers 404, which clients take as a cue to fall back
 	// (an operator may turn off what a proxy in front breaks).
 	Transports []string `yaml:"transports"`
+	// ExportPageBuckets is how many buckets of one series an export reads
+	// per query: exports stream page by page, so a month at 1 s never sits
+	// in memory. Zero means 10,000.
+	ExportPageBuckets int `yaml:"export-page-buckets"`
 	// Boards keeps saved dashboards; nil means in memory.
 	Boards dashboard.BoardStore `yaml:"-"`
 	// Ready reports whether the node can serve (for /readyz); nil means
@@ -109,6 +113,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		if !slices.Contains([]string{"ws", "sse", "longpoll"}, t) {
 			return nil, fmt.Errorf("web: unknown transport %q (want ws, sse or longpoll)", t)
 		}
+	}
+	if cfg.ExportPageBuckets <= 0 {
+		cfg.ExportPageBuckets = 10_000
 	}
 	if cfg.Boards == nil {
 		cfg.Boards = dashboard.NewMemoryBoards()
@@ -164,6 +171,7 @@ func (s *Server) routes() {
 	api := s.app.Group("/api/v1")
 	api.Get("/devices", s.handleDevices)
 	api.Get("/query", s.handleQuery)
+	api.Get("/export", s.handleExport)
 	api.Get("/stream", s.transport("sse", s.handleSSE))
 	api.Get("/ws", s.transport("ws", s.handleWS))
 	api.Get("/poll", s.transport("longpoll", s.handlePoll))

@@ -1,0 +1,178 @@
+package web
+
+import (
+	"bufio"
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/telegauge/telegauge/dashboard"
+)
+
+// handleExport serves GET /api/v1/export?series=ID&from=T&to=T&step=S&format=csv|json:
+// rollups streamed as CSV (default) or a JSON array of rows. Parameters are
+// checked, and the first page read, before the response starts, so mistakes
+// are a 4xx with a JSON error; a failure after that ends the stream with an
+// error line (CSV: a "# error:" comment; JSON: an {"error"} element).
+func (s *Server) handleExport(c *fiber.Ctx) error {
+	series, err := seriesParams(c)
+	if err != nil {
+		return err
+	}
+	if len(series) == 0 {
+		return dashboard.Errorf(dashboard.CodeInvalid, "no series given: add series=dev1/temperature")
+	}
+	now := s.cfg.Hub.Clock().Now()
+	fromMs, err := dashboard.ParseTime(c.Query("from", "-24h"), now)
+	if err != nil {
+		return err
+	}
+	toMs, err := dashboard.ParseTime(c.Query("to", "now"), now)
+	if err != nil {
+		return err
+	}
+	if c.Query("to", "now") == "now" {
+		toMs++
+	}
+	stepMs, raw, err := dashboard.ParseStep(c.Query("step", "1m"))
+	if err != nil {
+		return err
+	}
+	if raw || stepMs == 0 {
+		return dashboard.Errorf(dashboard.CodeInvalid, "export needs a step such as 1s, 1m or 1h")
+	}
+	format := c.Query("format", "csv")
+	if format != "csv" && format != "json" {
+		return dashboard.Errorf(dashboard.CodeInvalid, "format must be csv or json")
+	}
+	if toMs <= fromMs {
+		return dashboard.Errorf(dashboard.CodeInvalid, "empty range: to must be after from")
+	}
+	pageBuckets := int64(s.cfg.ExportPageBuckets)
+	page := func(ctx context.Context, id string, lo int64) (dashboard.SeriesData, error) {
+		d, err := s.cfg.Querier.Query(ctx, dashboard.QueryRequest{
+			Series: []string{id}, FromMs: lo, ToMs: min(lo+stepMs*pageBuckets, toMs),
+			StepMs: stepMs, MaxPoints: int(pageBuckets),
+		})
+		if err != nil {
+			return dashboard.SeriesData{}, err
+		}
+		return d[0], nil
+	}
+	// Every series must exist before anything is sent.
+	first := make([]dashboard.SeriesData, len(series))
+	for i, id := range series {
+		if first[i], err = page(c.UserContext(), id, fromMs); err != nil {
+			return err
+		}
+	}
+
+	name := "telegauge-export." + format
+	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+name+`"`)
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	if format == "csv" {
+		c.Set(fiber.HeaderContentType, "text/csv; charset=utf-8")
+	} else {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	}
+	ctx := context.WithoutCancel(c.UserContext())
+	log := s.log
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		var b []byte
+		rows := 0
+		if format == "csv" {
+			b = append(b, "series,time,time_ms,min,max,avg,count,last\n"...)
+		} else {
+			b = append(b, "[\n"...)
+		}
+		fail := func(err error) {
+			log.Error("export failed mid-stream", "err", err)
+			if format == "csv" {
+				b = append(b, "# error: export stopped early\n"...)
+			} else {
+				if rows > 0 {
+					b = append(b, ",\n"...)
+				}
+				b = append(b, `{"error":"export stopped early"}`...)
+				b = append(b, "\n]\n"...)
+			}
+			_, _ = w.Write(b)
+			_ = w.Flush()
+		}
+		for i, id := range series {
+			d := first[i]
+			for lo := fromMs; lo < toMs; lo += stepMs * pageBuckets {
+				if lo != fromMs {
+					var err error
+					if d, err = page(ctx, id, lo); err != nil {
+						fail(err)
+						return
+					}
+				}
+				for j := range d.T {
+					if format == "csv" {
+						b = appendCSVRow(b, id, d, j)
+					} else {
+						if rows > 0 {
+							b = append(b, ",\n"...)
+						}
+						b = appendJSONRow(b, id, d, j)
+					}
+					rows++
+					if len(b) > 32<<10 {
+						if _, err := w.Write(b); err != nil {
+							return // the client went away
+						}
+						b = b[:0]
+					}
+				}
+			}
+			if err := w.Flush(); err != nil {
+				return
+			}
+		}
+		if format == "json" {
+			b = append(b, "\n]\n"...)
+		}
+		_, _ = w.Write(b)
+		_ = w.Flush()
+	})
+	return nil
+}
+
+func appendCSVRow(b []byte, id string, d dashboard.SeriesData, j int) []byte {
+	b = append(b, id...) // series ids have no commas or quotes
+	b = append(b, ',')
+	b = time.UnixMilli(d.T[j]).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, d.T[j], 10)
+	for _, v := range []float64{d.Min[j], d.Max[j], d.Avg[j]} {
+		b = append(b, ',')
+		b = strconv.AppendFloat(b, v, 'g', -1, 64)
+	}
+	b = append(b, ',')
+	b = strconv.AppendInt(b, d.Count[j], 10)
+	b = append(b, ',')
+	b = strconv.AppendFloat(b, d.Last[j], 'g', -1, 64)
+	return append(b, '\n')
+}
+
+func appendJSONRow(b []byte, id string, d dashboard.SeriesData, j int) []byte {
+	b = append(b, `{"series":"`...)
+	b = append(b, id...)
+	b = append(b, `","t":`...)
+	b = strconv.AppendInt(b, d.T[j], 10)
+	b = append(b, `,"min":`...)
+	b = strconv.AppendFloat(b, d.Min[j], 'g', -1, 64)
+	b = append(b, `,"max":`...)
+	b = strconv.AppendFloat(b, d.Max[j], 'g', -1, 64)
+	b = append(b, `,"avg":`...)
+	b = strconv.AppendFloat(b, d.Avg[j], 'g', -1, 64)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendInt(b, d.Count[j], 10)
+	b = append(b, `,"last":`...)
+	b = strconv.AppendFloat(b, d.Last[j], 'g', -1, 64)
+	return append(b, '}')
+}

@@ -1,0 +1,98 @@
+package web
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestExport streams rollups as CSV and JSON, page by page, with the same
+// numbers /api/v1/query gives.
+func TestExport(t *testing.T) {
+	ts := newTestServer(t, withWeb(func(c *Config) { c.ExportPageBuckets = 2 })) // force paging
+	base := t0.UnixMilli() - t0.UnixMilli()%60_000 - 5*60_000
+	var pts []point
+	for i := range 5 * 60 {
+		pts = append(pts, point{"dev1/temp", base + int64(i)*1000, float64(i % 17)})
+		pts = append(pts, point{"dev2/hum", base + int64(i)*1000, float64(i % 5)})
+	}
+	ts.offer(t, pts...)
+	q := "series=dev1/temp&series=dev2/hum&step=1m&from=" + strconv.FormatInt(base, 10) + "&to=" + strconv.FormatInt(base+5*60_000, 10)
+
+	resp, err := http.Get(ts.url + "/api/v1/export?" + q)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/csv; charset=utf-8", resp.Header.Get("Content-Type"))
+	require.Contains(t, resp.Header.Get("Content-Disposition"), "telegauge-export.csv")
+	rows, err := csv.NewReader(resp.Body).ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, []string{"series", "time", "time_ms", "min", "max", "avg", "count", "last"}, rows[0])
+	require.Len(t, rows, 1+2*5, "five 1m buckets per series, across three pages of two")
+
+	var query struct {
+		Series []struct {
+			ID    string
+			T     []int64
+			Avg   []float64
+			Count []int64
+		}
+	}
+	require.Equal(t, http.StatusOK, getJSON(t, ts.url+"/api/v1/query?"+q, &query))
+	i := 1
+	for _, s := range query.Series {
+		for j := range s.T {
+			r := rows[i]
+			require.Equal(t, s.ID, r[0])
+			require.Equal(t, strconv.FormatInt(s.T[j], 10), r[2])
+			require.Equal(t, strconv.FormatInt(s.Count[j], 10), r[6])
+			require.Equal(t, strconv.FormatFloat(s.Avg[j], 'g', -1, 64), r[5])
+			i++
+		}
+	}
+
+	resp, err = http.Get(ts.url + "/api/v1/export?" + q + "&format=json")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var jrows []struct {
+		Series string
+		T      int64
+		Count  int64
+		Avg    float64
+	}
+	require.NoError(t, json.Unmarshal(body, &jrows), "one JSON array: %s", body)
+	require.Len(t, jrows, 10)
+	require.Equal(t, "dev1/temp", jrows[0].Series)
+	require.Equal(t, int64(60), jrows[0].Count)
+}
+
+func TestExportErrors(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tc := range []struct {
+		name, query, msg string
+		status           int
+	}{
+		{"no series", "", "no series", 400},
+		{"unknown series", "series=dev9/none", "unknown series", 404},
+		{"raw step", "series=dev1/temp&step=raw", "step", 400},
+		{"bad format", "series=dev1/temp&format=xml", "format", 400},
+		{"empty range", "series=dev1/temp&from=-1h&to=-2h", "empty range", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if strings.Contains(tc.query, "dev1/temp") {
+				ts.offer(t, point{"dev1/temp", t0.UnixMilli(), 1})
+			}
+			resp, err := http.Get(ts.url + "/api/v1/export?" + tc.query)
+			require.NoError(t, err)
+			require.Contains(t, requireJSONError(t, tc.status, resp), tc.msg)
+		})
+	}
+}
