@@ -11,6 +11,10 @@ import (
 // ErrClosed is returned by a store used after Close.
 var ErrClosed = errors.New("store closed")
 
+// ErrNotFound is returned when a record asked for by key (a board, a user,
+// a device) does not exist.
+var ErrNotFound = errors.New("not found")
+
 // Entry is one bucket of one series at one tier.
 type Entry struct {
 	Series string

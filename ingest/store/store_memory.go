@@ -84,6 +84,9 @@ func (m *Memory) Append(_ context.Context, b Batch) error {
 	nowMs := m.cfg.Clock.Now().UnixMilli()
 	for i := range b.Entries {
 		e := &b.Entries[i]
+		if e.Count == 0 {
+			continue // merging an empty bucket changes nothing (rollup.Bucket.Merge)
+		}
 		if e.StartMs+e.Tier.StepMs() <= nowMs-m.cfg.Retention[e.Tier].Milliseconds() {
 			continue // already past retention: it would be pruned at once
 		}

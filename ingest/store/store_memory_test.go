@@ -40,12 +40,12 @@ func entry(series string, tier rollup.Tier, b rollup.Bucket) Entry {
 	return Entry{Series: series, Tier: tier, Bucket: b}
 }
 
-func mustAppend(t testing.TB, m *Memory, b Batch) {
+func mustAppend(t testing.TB, m Store, b Batch) {
 	t.Helper()
 	require.NoError(t, m.Append(context.Background(), b))
 }
 
-func mustSelect(t testing.TB, m *Memory, tier rollup.Tier, fromMs, toMs int64, series ...string) Selection {
+func mustSelect(t testing.TB, m Store, tier rollup.Tier, fromMs, toMs int64, series ...string) Selection {
 	t.Helper()
 	sel, err := m.Select(context.Background(), series, tier, fromMs, toMs)
 	require.NoError(t, err)
