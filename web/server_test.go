@@ -274,6 +274,22 @@ func (ts *testServer) waitLive(t testing.TB, transport string, n float64) {
 	})
 }
 
+// liveWithin reports whether the transport's live viewers reach n within
+// timeout.
+func (ts *testServer) liveWithin(t testing.TB, transport string, n float64, timeout time.Duration) bool {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if ts.live(t, transport) == n {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // eventually polls check until it returns nil or timeout passes, then fails
 // the test with check's last error (nats checkFor).
 func eventually(t testing.TB, timeout time.Duration, check func() error) {

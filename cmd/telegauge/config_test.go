@@ -38,7 +38,7 @@ serve:
 	require.Equal(t, 2*time.Hour, s.Retention1s, "snake_case key")
 	require.Equal(t, []string{"https://a.example", "https://b.example"}, s.Origins, "YAML list")
 	require.Equal(t, 3, s.Demo, "under the command's name")
-	require.Equal(t, 48*time.Hour, s.Retention1m, "default")
+	require.Equal(t, 720*time.Hour, s.Retention1m, "default")
 }
 
 func TestConfigFileErrors(t *testing.T) {

@@ -36,7 +36,7 @@ func mustRunMain(t testing.TB, args ...string) *testNode {
 	var c cli
 	parser, err := kong.New(&c, kong.Name("telegauge"), kong.DefaultEnvars("TELEGAUGE"), kong.Configuration(yamlConfig))
 	require.NoError(t, err)
-	_, err = parser.Parse(append([]string{"serve", "--http-addr=127.0.0.1:0", "--mqtt-addr=127.0.0.1:0"}, args...))
+	_, err = parser.Parse(append([]string{"serve", "--http-addr=127.0.0.1:0", "--mqtt-addr=127.0.0.1:0", "--data-dir=" + t.TempDir()}, args...))
 	require.NoError(t, err)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {

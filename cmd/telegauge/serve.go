@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -34,13 +35,16 @@ type ServeCmd struct {
 	Auth       string          `enum:"auto,required" default:"auto" help:"auto: anonymous devices and viewers while every listener is on loopback and no credentials exist; required: always demand credentials."`
 	Demo       int             `help:"Also run N simulated devices in-process." placeholder:"N"`
 
+	DataDir string `default:"./data" help:"Where the SQLite history database lives (telegauge.db)."`
+	DB      string `name:"db" help:"Keep history in PostgreSQL instead (postgres://user:pass@host/db), or 'memory' for none that survives a restart."`
+
 	Prefix             string        `default:"telemetry" help:"First MQTT topic level of telemetry."`
 	LateWindow         time.Duration `default:"24h" help:"Oldest reading time accepted, relative to now."`
 	MaxSeriesPerDevice int           `default:"1000" help:"Series one device may create."`
 	FlushInterval      time.Duration `default:"1s" help:"How often rollups are flushed to history."`
-	Retention1s        time.Duration `name:"retention-1s" env:"TELEGAUGE_RETENTION_1S" default:"1h" help:"How long 1-second rollups are kept."`
-	Retention1m        time.Duration `name:"retention-1m" env:"TELEGAUGE_RETENTION_1M" default:"48h" help:"How long 1-minute rollups are kept."`
-	Retention1h        time.Duration `name:"retention-1h" env:"TELEGAUGE_RETENTION_1H" default:"2160h" help:"How long 1-hour rollups are kept."`
+	Retention1s        time.Duration `name:"retention-1s" env:"TELEGAUGE_RETENTION_1S" default:"24h" help:"How long 1-second rollups are kept."`
+	Retention1m        time.Duration `name:"retention-1m" env:"TELEGAUGE_RETENTION_1M" default:"720h" help:"How long 1-minute rollups are kept."`
+	Retention1h        time.Duration `name:"retention-1h" env:"TELEGAUGE_RETENTION_1H" default:"17520h" help:"How long 1-hour rollups are kept."`
 	ResumeWindow       time.Duration `default:"5m" help:"How far back a live client can resume from its cursor."`
 	ViewerQueueBytes   int           `default:"4194304" help:"Bytes queued per live viewer before a slow one is skipped ahead (gap event), then disconnected." placeholder:"BYTES"`
 	Origins            []string      `help:"Origins allowed to open WebSockets, such as https://ops.example.com (default: same origin only)."`
@@ -103,11 +107,18 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// history is the store as the node runs it.
+type history interface {
+	store.Store
+	Run(ctx context.Context) error
+}
+
 // node is a wired server.
 type node struct {
 	cfg    *ServeCmd
 	reg    *prometheus.Registry
-	store  *store.Memory
+	store  history
+	sql    *store.SQL // the same store when it is a database; nil in memory
 	agg    *ingest.Aggregator
 	hub    *dashboard.Hub
 	broker *broker.Broker
@@ -120,8 +131,20 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	clock := clockwork.NewRealClock()
 	retention := store.Retention{c.Retention1s, c.Retention1m, c.Retention1h}
 	var err error
-	if n.store, err = store.NewMemory(store.MemoryConfig{Retention: retention, Clock: clock}, log); err != nil {
-		return nil, fmt.Errorf("open history: %w", err)
+	switch {
+	case c.DB == "memory":
+		if n.store, err = store.NewMemory(store.MemoryConfig{Retention: retention, Clock: clock}, log); err != nil {
+			return nil, fmt.Errorf("open history: %w", err)
+		}
+	default:
+		url := c.DB
+		if url == "" {
+			url = filepath.Join(c.DataDir, "telegauge.db")
+		}
+		if n.sql, err = store.Open(context.Background(), store.SQLConfig{URL: url, Retention: retention, Clock: clock, Registerer: n.reg}, log); err != nil {
+			return nil, fmt.Errorf("open history: %w", err)
+		}
+		n.store = n.sql
 	}
 	if n.agg, err = ingest.New(ingest.Config{
 		Decode:             ingest.DecodeConfig{Prefix: c.Prefix, LateWindow: c.LateWindow},
@@ -143,6 +166,12 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		Registerer:       n.reg,
 	}, log); err != nil {
 		return nil, err
+	}
+	if n.sql != nil {
+		if err := n.restore(log); err != nil {
+			_ = n.store.Close()
+			return nil, err
+		}
 	}
 	querier, err := dashboard.NewQuerier(dashboard.QueryConfig{
 		Source:    n.agg,
@@ -166,6 +195,10 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	}, log); err != nil {
 		return nil, err
 	}
+	var boards dashboard.BoardStore
+	if n.sql != nil {
+		boards = dashboard.NewDBBoards(n.sql)
+	}
 	if n.web, err = web.New(web.Config{
 		Addr:       c.HTTPAddr,
 		Origins:    c.Origins,
@@ -173,6 +206,7 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		Hub:        n.hub,
 		Querier:    querier,
 		Devices:    n.agg,
+		Boards:     boards,
 		Gatherer:   n.reg,
 		Registerer: n.reg,
 	}, log); err != nil {
@@ -206,6 +240,9 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	}
 	back.Go(func() error { return failed("hub", n.hub.Run(backCtx)) })
 	back.Go(func() error { return failed("store", n.store.Run(backCtx)) })
+	if n.sql != nil {
+		back.Go(func() error { return n.saveDevices(backCtx, log) })
+	}
 	ing.Go(func() error { return failed("ingest", n.agg.Run(ingestCtx)) })
 	brk.Go(func() error { return failed("broker", n.broker.Run(brokerCtx)) })
 	front.Go(func() error { return failed("web", n.web.Run(ctx)) })
@@ -239,6 +276,60 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 		return nil
 	case <-time.After(shutdownDeadline):
 		return fmt.Errorf("shutdown: not finished after %s", shutdownDeadline)
+	}
+}
+
+// restore has the aggregator know again the devices and series a previous
+// run stored, so that they are listed and queryable at once.
+func (n *node) restore(log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	series, err := n.sql.SeriesNames(ctx)
+	if err != nil {
+		return fmt.Errorf("read stored series: %w", err)
+	}
+	recs, err := n.sql.Devices(ctx)
+	if err != nil {
+		return fmt.Errorf("read stored devices: %w", err)
+	}
+	devs := make([]ingest.RestoredDevice, len(recs))
+	for i, r := range recs {
+		devs[i] = ingest.RestoredDevice{ID: r.ID, FirstSeenMs: r.FirstSeenMs, LastSeenMs: r.LastSeenMs}
+	}
+	restored := n.agg.Restore(devs, series)
+	log.Info("history restored", "devices", len(devs), "series", restored)
+	return nil
+}
+
+// devicesSaveInterval is how often device activity (first and last seen) is
+// written to the database; a last save happens at shutdown.
+const devicesSaveInterval = 10 * time.Second
+
+// saveDevices writes the devices' first and last seen times to the
+// database every devicesSaveInterval, and once more when ctx ends.
+func (n *node) saveDevices(ctx context.Context, log *slog.Logger) error {
+	save := func(ctx context.Context) {
+		devs := n.agg.Devices()
+		recs := make([]store.DeviceRecord, len(devs))
+		for i, d := range devs {
+			recs[i] = store.DeviceRecord{ID: d.ID, FirstSeenMs: d.FirstSeenMs, LastSeenMs: d.LastSeenMs}
+		}
+		if err := n.sql.SaveDevices(ctx, recs); err != nil {
+			log.Warn("saving devices failed; will retry", "err", err)
+		}
+	}
+	t := time.NewTicker(devicesSaveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			save(ctx)
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			save(sctx)
+			cancel()
+			return nil
+		}
 	}
 }
 

@@ -1,0 +1,237 @@
+//go:build integration
+
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/require"
+
+	"github.com/telegauge/telegauge/internal/pgtest"
+)
+
+// builtBinary builds the telegauge binary once per test run.
+var builtBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "telegauge-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "telegauge")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// process is telegauge serve running as a child process.
+type process struct {
+	cmd  *exec.Cmd
+	http string
+	mqtt string
+	done chan error
+}
+
+// startProcess runs `telegauge serve` with a data directory and waits
+// until it serves.
+func startProcess(t *testing.T, args ...string) *process {
+	t.Helper()
+	bin, err := builtBinary()
+	require.NoError(t, err)
+	cmd := exec.Command(bin, append([]string{"serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--log-format", "json"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	p := &process{cmd: cmd, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec struct{ Msg, Dashboard, MQTT string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "telegauge serving" {
+				p.http, p.mqtt = rec.Dashboard, rec.MQTT
+				close(ready)
+			}
+			if testing.Verbose() {
+				t.Log(sc.Text())
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	select {
+	case <-ready:
+	case err := <-p.done:
+		t.Fatalf("server exited before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not start")
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	return p
+}
+
+// stop sends sig and waits for the exit.
+func (p *process) stop(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(sig))
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not exit")
+		return nil
+	}
+}
+
+// storedCount sums the 1s-tier counts of a series over the buckets that
+// hold [from, to): the query answers buckets that start in its range, so
+// from is floored to the bucket holding it.
+func storedCount(t *testing.T, base, series string, fromMs, toMs int64) int64 {
+	t.Helper()
+	fromMs -= fromMs % 1000
+	var q queryAnswer
+	u := fmt.Sprintf("%s/api/v1/query?series=%s&from=%d&to=%d&step=1s&maxPoints=20000", base, series, fromMs, toMs)
+	resp, err := http.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&q))
+	require.Len(t, q.Series, 1, "answer: %+v", q)
+	var n int64
+	for _, c := range q.Series[0].Count {
+		n += c
+	}
+	return n
+}
+
+// steadyPublisher publishes one reading every interval at QoS 1 and
+// records which were acknowledged, until stopped.
+type steadyPublisher struct {
+	mu    sync.Mutex
+	acked []int64 // reading times acknowledged by the broker
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func publishSteadily(t *testing.T, broker, series string, every time.Duration) *steadyPublisher {
+	t.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("steady").SetAutoReconnect(false))
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.NoError(t, tok.Error())
+	sp := &steadyPublisher{stop: make(chan struct{}), done: make(chan struct{})}
+	dev, metric, _ := strings.Cut(series, "/")
+	go func() {
+		defer close(sp.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sp.stop:
+				return
+			case <-tick.C:
+			}
+			ts := time.Now().UnixMilli()
+			tok := c.Publish("telemetry/"+dev+"/"+metric, 1, false, fmt.Sprintf(`{"ts":%d,"value":%d}`, ts, ts%1000))
+			if tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
+				sp.mu.Lock()
+				sp.acked = append(sp.acked, ts)
+				sp.mu.Unlock()
+			} else {
+				return // the server went away
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Disconnect(10) })
+	return sp
+}
+
+func (sp *steadyPublisher) halt() []int64 {
+	select {
+	case <-sp.stop:
+	default:
+		close(sp.stop)
+	}
+	<-sp.done
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return append([]int64(nil), sp.acked...)
+}
+
+// TestRestartKeepsHistory: readings, SIGTERM (exit 0), restart on the same
+// data directory: every acknowledged reading is there, and the device and
+// its series are known again.
+func TestRestartKeepsHistory(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testRestartKeepsHistory(t, "--data-dir", t.TempDir()) })
+	t.Run("postgres", func(t *testing.T) { testRestartKeepsHistory(t, "--db", pgtest.URL(t)) })
+}
+
+func testRestartKeepsHistory(t *testing.T, db ...string) {
+	p := startProcess(t, db...)
+	sp := publishSteadily(t, p.mqtt, "keep/temp", 10*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // the run being stopped
+	acked := sp.halt()
+	require.NotEmpty(t, acked)
+	require.NoError(t, p.stop(t, syscall.SIGTERM), "a graceful stop exits 0")
+
+	q := startProcess(t, db...)
+	from, to := acked[0], acked[len(acked)-1]+1
+	require.Equal(t, int64(len(acked)), storedCount(t, q.http, "keep/temp", from, to), "every acknowledged reading survives a graceful stop")
+	var devs struct {
+		Devices []struct {
+			ID      string
+			Online  bool
+			Metrics []string
+		}
+	}
+	resp, err := http.Get(q.http + "/api/v1/devices")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&devs))
+	require.Len(t, devs.Devices, 1)
+	require.Equal(t, "keep", devs.Devices[0].ID)
+	require.False(t, devs.Devices[0].Online)
+	require.Equal(t, []string{"temp"}, devs.Devices[0].Metrics)
+	require.NoError(t, q.stop(t, syscall.SIGTERM))
+}
+
+// TestCrashLosesAtMostTheFlushInterval: readings at a steady rate, kill -9,
+// restart: what is missing is at most the last flush interval's readings,
+// counted exactly; and the server starts cleanly.
+func TestCrashLosesAtMostTheFlushInterval(t *testing.T) {
+	dir := t.TempDir()
+	const every = 10 * time.Millisecond // 100 readings/s
+	p := startProcess(t, "--data-dir", dir, "--flush-interval", "1s")
+	sp := publishSteadily(t, p.mqtt, "crash/temp", every)
+	time.Sleep(3500 * time.Millisecond)
+	_ = p.stop(t, syscall.SIGKILL)
+	acked := sp.halt()
+	require.Greater(t, len(acked), 200)
+
+	q := startProcess(t, "--data-dir", dir, "--flush-interval", "1s")
+	from, to := acked[0], acked[len(acked)-1]+1
+	stored := storedCount(t, q.http, "crash/temp", from, to)
+	lost := int64(len(acked)) - stored
+	t.Logf("kill -9 after %d acknowledged readings at 100/s: %d stored, %d lost (%.0f ms of readings)", len(acked), stored, lost, float64(lost)*float64(every/time.Millisecond))
+	require.GreaterOrEqual(t, lost, int64(0), "nothing stored that was not sent")
+	// The flush interval's worth, plus one interval of slack for the flush in
+	// progress when the process died.
+	require.LessOrEqual(t, lost, int64(2*time.Second/every), "loss bounded by the flush interval")
+	// What survived is a prefix: the lost readings are the newest.
+	require.Equal(t, stored, storedCount(t, q.http, "crash/temp", from, acked[stored-1]+1), "the survivors are the oldest readings")
+	require.NoError(t, q.stop(t, syscall.SIGTERM))
+}
