@@ -227,13 +227,21 @@ type LiveGap struct {
 // Run flushes pending buckets every FlushInterval until ctx ends, then
 // refuses further publishes and makes a final flush. Stop the broker before
 // cancelling ctx so nothing is refused in between.
+// flushTimeout bounds one periodic flush, so that a store that stopped
+// answering cannot hold up shutdown for long.
+const flushTimeout = 30 * time.Second
+
 func (a *Aggregator) Run(ctx context.Context) error {
 	tick := a.cfg.Clock.NewTicker(a.cfg.FlushInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-tick.Chan():
-			_ = a.Flush(ctx)
+			// Not cancelled by shutdown: a flush cut short would be retried
+			// by the final one, but log a failure on the way.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+			_ = a.Flush(fctx)
+			cancel()
 		case <-ctx.Done():
 			a.stopped.Store(true)
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

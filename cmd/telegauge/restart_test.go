@@ -103,9 +103,15 @@ func (p *process) stop(t *testing.T, sig syscall.Signal) error {
 // from is floored to the bucket holding it.
 func storedCount(t *testing.T, base, series string, fromMs, toMs int64) int64 {
 	t.Helper()
-	fromMs -= fromMs % 1000
+	return stepCount(t, base, series, "1s", fromMs-fromMs%1000, toMs)
+}
+
+// stepCount sums the counts of a series' buckets of step that start in
+// [from, to).
+func stepCount(t *testing.T, base, series, step string, fromMs, toMs int64) int64 {
+	t.Helper()
 	var q queryAnswer
-	u := fmt.Sprintf("%s/api/v1/query?series=%s&from=%d&to=%d&step=1s&maxPoints=20000", base, series, fromMs, toMs)
+	u := fmt.Sprintf("%s/api/v1/query?series=%s&from=%d&to=%d&step=%s&maxPoints=20000", base, series, fromMs, toMs, step)
 	resp, err := http.Get(u)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -233,5 +239,14 @@ func TestCrashLosesAtMostTheFlushInterval(t *testing.T) {
 	require.LessOrEqual(t, lost, int64(2*time.Second/every), "loss bounded by the flush interval")
 	// What survived is a prefix: the lost readings are the newest.
 	require.Equal(t, stored, storedCount(t, q.http, "crash/temp", from, acked[stored-1]+1), "the survivors are the oldest readings")
+	// The minute and hour tiers, whose deltas were partly in memory when
+	// the process died, were recomputed: they hold the same readings.
+	hour := from - from%3_600_000
+	all := func(step string) int64 {
+		return stepCount(t, q.http, "crash/temp", step, hour, time.Now().Add(time.Minute).UnixMilli())
+	}
+	secs := all("1s")
+	require.Equal(t, secs, all("1m"), "per-minute buckets hold every stored reading once")
+	require.Equal(t, secs, all("1h"), "per-hour buckets hold every stored reading once")
 	require.NoError(t, q.stop(t, syscall.SIGTERM))
 }

@@ -37,6 +37,11 @@ type SQLConfig struct {
 	Retention Retention `yaml:"retention"`
 	// PruneInterval is how often Run drops expired buckets. Zero means 1 minute.
 	PruneInterval time.Duration `yaml:"prune-interval"`
+	// CoarseInterval is how long SQLite keeps per-minute and per-hour
+	// deltas in memory before writing them (see store_sql_coarse.go); zero
+	// means DefaultCoarseInterval, negative writes them with every append.
+	// PostgreSQL always writes them with every append.
+	CoarseInterval time.Duration `yaml:"coarse-interval"`
 	// Clock gives the time for retention; nil means the real clock.
 	Clock clockwork.Clock `yaml:"-"`
 	// Registerer receives the store's metrics; nil means none.
@@ -84,6 +89,7 @@ type SQL struct {
 	args      []any            // the upsert's scratch buffer (SQLite)
 	upsertAll *sql.Stmt        // the upsert of a full chunk (SQLite)
 	dirtyRows int              // rows written since the last WAL checkpoint (SQLite)
+	journal   []byte           // Append's coarse journal scratch buffer
 
 	// mu makes a batch's data and its watermark visible together: Append
 	// holds it across the commit and the watermark update, Select read-holds
@@ -92,6 +98,9 @@ type SQL struct {
 	// appendMu alone.
 	mu    sync.RWMutex
 	marks map[int]uint64
+	// coarse holds the per-minute and per-hour deltas not yet written, on
+	// SQLite; nil on PostgreSQL. Guarded like marks.
+	coarse *coarseBuffer
 }
 
 var _ Store = (*SQL)(nil)
@@ -100,6 +109,9 @@ var _ Store = (*SQL)(nil)
 type dialect struct {
 	name  string // also the migrations folder
 	goose goose.Dialect
+	// bufferCoarse keeps coarse deltas in memory between writes (SQLite:
+	// one process owns the file).
+	bufferCoarse bool
 	// readers is how many queries one Select runs at once.
 	readers int
 	// rebind turns the ? placeholders of a query into the dialect's.
@@ -159,6 +171,9 @@ func Open(ctx context.Context, cfg SQLConfig, log *slog.Logger) (*SQL, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
+	if cfg.CoarseInterval == 0 {
+		cfg.CoarseInterval = DefaultCoarseInterval
+	}
 	s := &SQL{
 		cfg:   cfg,
 		log:   log.With("component", "store"),
@@ -192,6 +207,15 @@ func Open(ctx context.Context, cfg SQLConfig, log *slog.Logger) (*SQL, error) {
 	if s.d.afterMigrate != nil {
 		if err := s.d.afterMigrate(ctx, s); err != nil {
 			return fail(err)
+		}
+	}
+	if s.d.bufferCoarse {
+		// Even when this run will not buffer: the last one may have.
+		if err := s.repairCoarse(ctx); err != nil {
+			return fail(err)
+		}
+		if cfg.CoarseInterval > 0 {
+			s.coarse = newCoarseBuffer(cfg.Clock.Now())
 		}
 	}
 	if s.sel, err = s.r.PrepareContext(ctx, s.d.q(`SELECT start_ms, cnt, sum_v, min_v, max_v, first_off, first_v, last_off, last_v
@@ -316,7 +340,23 @@ func (s *SQL) Append(ctx context.Context, b Batch) error {
 	}
 	rows = out
 
-	if len(rows) == 0 {
+	// On SQLite the coarse tiers wait in memory (store_sql_coarse.go).
+	var coarse []sqlRow
+	now := s.cfg.Clock.Now()
+	writeCoarse := false
+	if s.coarse != nil {
+		fine := rows[:0:0]
+		for _, r := range rows {
+			if r.tier == rollup.Tier1s {
+				fine = append(fine, r)
+			} else {
+				coarse = append(coarse, r)
+			}
+		}
+		rows = fine
+		writeCoarse = s.coarse.due(now, s.cfg.CoarseInterval, len(coarse))
+	}
+	if len(rows) == 0 && len(coarse) == 0 {
 		s.mu.Lock()
 		s.marks[b.Writer] = b.Seq
 		s.mu.Unlock()
@@ -330,10 +370,32 @@ func (s *SQL) Append(ctx context.Context, b Batch) error {
 		_ = tx.Rollback()
 		return fmt.Errorf("append: %w", err)
 	}
+	switch {
+	case writeCoarse:
+		coarse = s.coarse.merged(coarse)
+		if err := s.writeCoarse(ctx, tx, coarse); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("append: %w", err)
+		}
+		rows = append(rows, coarse...)
+	case len(coarse) > 0:
+		if s.journal = s.coarse.journal(s.journal[:0], coarse); len(s.journal) > 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO coarse_journal (keys) VALUES (?)`, s.journal); err != nil {
+				_ = tx.Rollback()
+				return fmt.Errorf("append: journal coarse buckets: %w", err)
+			}
+		}
+	}
 	s.mu.Lock()
 	err = tx.Commit()
 	if err == nil {
 		s.marks[b.Writer] = b.Seq
+		switch {
+		case writeCoarse:
+			s.coarse.reset(now)
+		case len(coarse) > 0:
+			s.coarse.add(coarse)
+		}
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -451,6 +513,9 @@ func (s *SQL) Select(ctx context.Context, series []string, tier rollup.Tier, fro
 			if err != nil {
 				return fmt.Errorf("select %s: %w", name, s.closedErr(err))
 			}
+			if s.coarse != nil && tier != rollup.Tier1s {
+				bs = s.coarse.overlay(name, tier, fromMs, toMs, bs)
+			}
 			sel.Buckets[i] = bs
 			return nil
 		})
@@ -467,6 +532,12 @@ func (s *SQL) selectOne(ctx context.Context, name string, tier rollup.Tier, from
 	if err != nil {
 		return nil, err
 	}
+	return scanBuckets(rs)
+}
+
+// scanBuckets reads rows of (start_ms, cnt, sum_v, min_v, max_v, first_off,
+// first_v, last_off, last_v) and closes them.
+func scanBuckets(rs *sql.Rows) ([]rollup.Bucket, error) {
 	defer rs.Close()
 	var (
 		out                 []rollup.Bucket
@@ -548,6 +619,17 @@ func (s *SQL) Prune(ctx context.Context) error {
 		// A bucket is expired once it ended at or before now-retention,
 		// that is StartMs+step <= now-retention (as Memory.Prune).
 		cuts[t] = nowMs - s.cfg.Retention[t].Milliseconds() - rollup.Tier(t).StepMs() + 1
+	}
+	if s.coarse != nil {
+		var ends [rollup.NumTiers]int64
+		for t := range ends {
+			ends[t] = nowMs - s.cfg.Retention[t].Milliseconds()
+		}
+		s.appendMu.Lock()
+		s.mu.Lock()
+		s.coarse.expire(ends)
+		s.mu.Unlock()
+		s.appendMu.Unlock()
 	}
 	ids, err := s.seriesIDs(ctx)
 	if err != nil {
@@ -687,24 +769,34 @@ func (s *SQL) seriesIDs(ctx context.Context) ([]int64, error) {
 	return ids, rs.Err()
 }
 
-// Run prunes expired buckets every PruneInterval until ctx ends or the
-// store is closed. A failed prune is logged and tried again next time.
+// Run prunes expired buckets every PruneInterval, and on SQLite writes
+// coarse deltas that have waited CoarseInterval, until ctx ends or the
+// store is closed. A failure is logged and tried again next time.
 func (s *SQL) Run(ctx context.Context) error {
 	t := s.cfg.Clock.NewTicker(s.cfg.PruneInterval)
 	defer t.Stop()
+	var coarse <-chan time.Time // nil, never ready, when not buffering
+	if s.coarse != nil {
+		ct := s.cfg.Clock.NewTicker(s.cfg.CoarseInterval)
+		defer ct.Stop()
+		coarse = ct.Chan()
+	}
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.Chan():
-			err := s.Prune(ctx)
-			switch {
-			case err == nil:
-			case errors.Is(err, ErrClosed), ctx.Err() != nil:
-				return nil
-			default:
+			if err = s.Prune(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 				s.log.Error("prune failed; will retry", "err", err)
 			}
+		case <-coarse:
+			if err = s.writeCoarseIfDue(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+				s.log.Error("writing per-minute and per-hour buckets failed; will retry", "err", err)
+			}
+		}
+		if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+			return nil
 		}
 	}
 }
@@ -723,6 +815,9 @@ func (s *SQL) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
+	if err := s.flushCoarse(context.Background()); err != nil {
+		errs = append(errs, err)
+	}
 	if s.d.checkpoint != nil {
 		if err := s.d.checkpoint(context.Background(), s, "TRUNCATE"); err != nil {
 			errs = append(errs, fmt.Errorf("checkpoint: %w", err))

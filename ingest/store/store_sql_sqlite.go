@@ -14,6 +14,7 @@ import (
 
 // sqliteDialect is SQLite through modernc.org/sqlite.
 var sqliteDialect = &dialect{
+	bufferCoarse: true,
 	name:         "sqlite",
 	goose:        goose.DialectSQLite3,
 	readers:      sqliteReaders,
@@ -86,7 +87,7 @@ func sqliteDSN(path string, reader bool) string {
 	if reader {
 		q += "&_query_only=1&_pragma=cache_size(-32768)"
 	} else {
-		q += "&_pragma=page_size(1024)&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-131072)"
+		q += "&_pragma=page_size(1024)&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-131072)&_pragma=temp_store(MEMORY)"
 	}
 	return path + "?" + q
 }

@@ -100,7 +100,8 @@ func TestSQLMigrationsIdempotent(t *testing.T) {
 // NULLs, the encoding that halves the per-second tier.
 func TestSQLCompactRows(t *testing.T) {
 	dialects(t, func(t *testing.T, url func(testing.TB) string) {
-		st, _ := newTestSQL(t, SQLConfig{URL: url(t)})
+		// Written through: the coarse tier would wait in memory.
+		st, _ := newTestSQL(t, SQLConfig{URL: url(t), CoarseInterval: -1})
 		s := t0.UnixMilli() - 10_000
 		mustAppend(t, st, Batch{Writer: 0, Seq: 1, Entries: []Entry{
 			entry("dev1/a", rollup.Tier1s, bucket(s, [2]float64{float64(s + 7), 2.5})),
@@ -310,7 +311,7 @@ func TestSQLDefaults(t *testing.T) {
 func TestSQLMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	u := sqliteTestURL(t)
-	s, clock := newTestSQL(t, SQLConfig{URL: u, Registerer: reg, Retention: Retention{time.Minute}})
+	s, clock := newTestSQL(t, SQLConfig{URL: u, Registerer: reg, Retention: Retention{time.Minute}, CoarseInterval: -1})
 	start := rollup.Floor(t0.UnixMilli(), 1000)
 	mustAppend(t, s, Batch{Writer: 0, Seq: 1, Entries: []Entry{
 		entry("dev1/a", rollup.Tier1s, bucket(start, [2]float64{float64(start), 1})),

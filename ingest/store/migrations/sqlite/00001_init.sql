@@ -31,6 +31,17 @@ CREATE TABLE rollups (
     PRIMARY KEY (series_id, tier, start_ms)
 ) WITHOUT ROWID;
 
+-- coarse_journal lists, one row per append, the per-minute and per-hour
+-- buckets whose deltas the store holds in memory rather than on disk (see
+-- store_sql_coarse.go). A clean stop writes them and empties the table; at
+-- start, rows left by a crash name the buckets to recompute from the finer
+-- tier. keys is a sequence of (uvarint series id, tier byte, varint start
+-- in steps).
+CREATE TABLE coarse_journal (
+    id   INTEGER PRIMARY KEY,
+    keys BLOB NOT NULL
+);
+
 -- devices: times are Unix ms, 0 for never; metadata is JSON or NULL.
 CREATE TABLE devices (
     id            TEXT NOT NULL PRIMARY KEY,
@@ -57,6 +68,7 @@ CREATE TABLE users (
 );
 
 -- +goose Down
+DROP TABLE coarse_journal;
 DROP TABLE users;
 DROP TABLE boards;
 DROP TABLE devices;
