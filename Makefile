@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzTopic$$' -fuzztime $(FUZZTIME) ./ingest/
 	$(GO) test -run '^$$' -fuzz '^FuzzRollup$$' -fuzztime $(FUZZTIME) ./ingest/rollup/
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEFrame$$' -fuzztime $(FUZZTIME) ./web/
+	$(GO) test -run '^$$' -fuzz '^FuzzJournal$$' -fuzztime $(FUZZTIME) ./ingest/store/
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -37,11 +37,11 @@ type SQLConfig struct {
 	Retention Retention `yaml:"retention"`
 	// PruneInterval is how often Run drops expired buckets. Zero means 1 minute.
 	PruneInterval time.Duration `yaml:"prune-interval"`
-	// CoarseInterval is how long SQLite keeps per-minute and per-hour
-	// deltas in memory before writing them (see store_sql_coarse.go); zero
-	// means DefaultCoarseInterval, negative writes them with every append.
-	// PostgreSQL always writes them with every append.
-	CoarseInterval time.Duration `yaml:"coarse-interval"`
+	// WriteInterval is how long SQLite keeps deltas in memory, journaled,
+	// before merging them into rollups (see store_sql_buffer.go); zero
+	// means DefaultWriteInterval, negative writes with every append.
+	// PostgreSQL always writes with every append.
+	WriteInterval time.Duration `yaml:"write-interval"`
 	// Clock gives the time for retention; nil means the real clock.
 	Clock clockwork.Clock `yaml:"-"`
 	// Registerer receives the store's metrics; nil means none.
@@ -89,7 +89,7 @@ type SQL struct {
 	args      []any            // the upsert's scratch buffer (SQLite)
 	upsertAll *sql.Stmt        // the upsert of a full chunk (SQLite)
 	dirtyRows int              // rows written since the last WAL checkpoint (SQLite)
-	journal   []byte           // Append's coarse journal scratch buffer
+	journal   []byte           // Append's write journal scratch buffer
 
 	// mu makes a batch's data and its watermark visible together: Append
 	// holds it across the commit and the watermark update, Select read-holds
@@ -98,9 +98,9 @@ type SQL struct {
 	// appendMu alone.
 	mu    sync.RWMutex
 	marks map[int]uint64
-	// coarse holds the per-minute and per-hour deltas not yet written, on
-	// SQLite; nil on PostgreSQL. Guarded like marks.
-	coarse *coarseBuffer
+	// buf holds the deltas not yet written to rollups, on SQLite; nil on
+	// PostgreSQL. Guarded like marks.
+	buf *writeBuffer
 }
 
 var _ Store = (*SQL)(nil)
@@ -109,9 +109,9 @@ var _ Store = (*SQL)(nil)
 type dialect struct {
 	name  string // also the migrations folder
 	goose goose.Dialect
-	// bufferCoarse keeps coarse deltas in memory between writes (SQLite:
+	// bufferWrites keeps deltas in memory between writes (SQLite:
 	// one process owns the file).
-	bufferCoarse bool
+	bufferWrites bool
 	// readers is how many queries one Select runs at once.
 	readers int
 	// rebind turns the ? placeholders of a query into the dialect's.
@@ -171,8 +171,8 @@ func Open(ctx context.Context, cfg SQLConfig, log *slog.Logger) (*SQL, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
-	if cfg.CoarseInterval == 0 {
-		cfg.CoarseInterval = DefaultCoarseInterval
+	if cfg.WriteInterval == 0 {
+		cfg.WriteInterval = DefaultWriteInterval
 	}
 	s := &SQL{
 		cfg:   cfg,
@@ -209,13 +209,13 @@ func Open(ctx context.Context, cfg SQLConfig, log *slog.Logger) (*SQL, error) {
 			return fail(err)
 		}
 	}
-	if s.d.bufferCoarse {
+	if s.d.bufferWrites {
 		// Even when this run will not buffer: the last one may have.
-		if err := s.repairCoarse(ctx); err != nil {
+		if err := s.replayJournal(ctx); err != nil {
 			return fail(err)
 		}
-		if cfg.CoarseInterval > 0 {
-			s.coarse = newCoarseBuffer(cfg.Clock.Now())
+		if cfg.WriteInterval > 0 {
+			s.buf = newWriteBuffer(cfg.Clock.Now())
 		}
 	}
 	if s.sel, err = s.r.PrepareContext(ctx, s.d.q(`SELECT start_ms, cnt, sum_v, min_v, max_v, first_off, first_v, last_off, last_v
@@ -340,66 +340,54 @@ func (s *SQL) Append(ctx context.Context, b Batch) error {
 	}
 	rows = out
 
-	// On SQLite the coarse tiers wait in memory (store_sql_coarse.go).
-	var coarse []sqlRow
-	now := s.cfg.Clock.Now()
-	writeCoarse := false
-	if s.coarse != nil {
-		fine := rows[:0:0]
-		for _, r := range rows {
-			if r.tier == rollup.Tier1s {
-				fine = append(fine, r)
-			} else {
-				coarse = append(coarse, r)
-			}
-		}
-		rows = fine
-		writeCoarse = s.coarse.due(now, s.cfg.CoarseInterval, len(coarse))
-	}
-	if len(rows) == 0 && len(coarse) == 0 {
+	if len(rows) == 0 {
 		s.mu.Lock()
 		s.marks[b.Writer] = b.Seq
 		s.mu.Unlock()
 		return nil
 	}
+	// On SQLite the rows wait in memory, journaled (store_sql_buffer.go).
+	now := s.cfg.Clock.Now()
+	buffer, write := s.buf != nil, s.buf == nil
+	if buffer && s.buf.due(now, s.cfg.WriteInterval, len(rows)) {
+		rows, buffer, write = s.buf.merged(rows), false, true
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("append: begin: %w", err)
 	}
-	if err := s.d.upsert(ctx, s, tx, rows); err != nil {
+	switch {
+	case write && s.buf != nil:
+		err = s.writeBuffered(ctx, tx, rows)
+	case write:
+		err = s.d.upsert(ctx, s, tx, rows)
+	default:
+		s.journal = s.buf.journal(s.journal[:0], rows)
+		if _, err = tx.ExecContext(ctx, `INSERT INTO write_journal (keys) VALUES (?)`, s.journal); err != nil {
+			err = fmt.Errorf("journal: %w", err)
+		}
+	}
+	if err != nil {
 		_ = tx.Rollback()
 		return fmt.Errorf("append: %w", err)
-	}
-	switch {
-	case writeCoarse:
-		coarse = s.coarse.merged(coarse)
-		if err := s.writeCoarse(ctx, tx, coarse); err != nil {
-			_ = tx.Rollback()
-			return fmt.Errorf("append: %w", err)
-		}
-		rows = append(rows, coarse...)
-	case len(coarse) > 0:
-		if s.journal = s.coarse.journal(s.journal[:0], coarse); len(s.journal) > 0 {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO coarse_journal (keys) VALUES (?)`, s.journal); err != nil {
-				_ = tx.Rollback()
-				return fmt.Errorf("append: journal coarse buckets: %w", err)
-			}
-		}
 	}
 	s.mu.Lock()
 	err = tx.Commit()
 	if err == nil {
 		s.marks[b.Writer] = b.Seq
 		switch {
-		case writeCoarse:
-			s.coarse.reset(now)
-		case len(coarse) > 0:
-			s.coarse.add(coarse)
+		case buffer:
+			s.buf.add(rows)
+		case s.buf != nil:
+			s.buf.reset(now)
 		}
 	}
 	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("append: commit: %w", err)
+	}
+	if !write {
+		return nil
 	}
 	s.met.rowsWritten.Add(float64(len(rows)))
 	s.dirtyRows += len(rows)
@@ -513,8 +501,8 @@ func (s *SQL) Select(ctx context.Context, series []string, tier rollup.Tier, fro
 			if err != nil {
 				return fmt.Errorf("select %s: %w", name, s.closedErr(err))
 			}
-			if s.coarse != nil && tier != rollup.Tier1s {
-				bs = s.coarse.overlay(name, tier, fromMs, toMs, bs)
+			if s.buf != nil {
+				bs = s.buf.overlay(name, tier, fromMs, toMs, bs)
 			}
 			sel.Buckets[i] = bs
 			return nil
@@ -620,14 +608,14 @@ func (s *SQL) Prune(ctx context.Context) error {
 		// that is StartMs+step <= now-retention (as Memory.Prune).
 		cuts[t] = nowMs - s.cfg.Retention[t].Milliseconds() - rollup.Tier(t).StepMs() + 1
 	}
-	if s.coarse != nil {
+	if s.buf != nil {
 		var ends [rollup.NumTiers]int64
 		for t := range ends {
 			ends[t] = nowMs - s.cfg.Retention[t].Milliseconds()
 		}
 		s.appendMu.Lock()
 		s.mu.Lock()
-		s.coarse.expire(ends)
+		s.buf.expire(ends)
 		s.mu.Unlock()
 		s.appendMu.Unlock()
 	}
@@ -770,16 +758,16 @@ func (s *SQL) seriesIDs(ctx context.Context) ([]int64, error) {
 }
 
 // Run prunes expired buckets every PruneInterval, and on SQLite writes
-// coarse deltas that have waited CoarseInterval, until ctx ends or the
+// deltas that have waited WriteInterval, until ctx ends or the
 // store is closed. A failure is logged and tried again next time.
 func (s *SQL) Run(ctx context.Context) error {
 	t := s.cfg.Clock.NewTicker(s.cfg.PruneInterval)
 	defer t.Stop()
-	var coarse <-chan time.Time // nil, never ready, when not buffering
-	if s.coarse != nil {
-		ct := s.cfg.Clock.NewTicker(s.cfg.CoarseInterval)
+	var writes <-chan time.Time // nil, never ready, when not buffering
+	if s.buf != nil {
+		ct := s.cfg.Clock.NewTicker(s.cfg.WriteInterval)
 		defer ct.Stop()
-		coarse = ct.Chan()
+		writes = ct.Chan()
 	}
 	for {
 		var err error
@@ -790,9 +778,9 @@ func (s *SQL) Run(ctx context.Context) error {
 			if err = s.Prune(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
 				s.log.Error("prune failed; will retry", "err", err)
 			}
-		case <-coarse:
-			if err = s.writeCoarseIfDue(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
-				s.log.Error("writing per-minute and per-hour buckets failed; will retry", "err", err)
+		case <-writes:
+			if err = s.writeIfDue(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
+				s.log.Error("writing buffered buckets failed; will retry", "err", err)
 			}
 		}
 		if errors.Is(err, ErrClosed) || ctx.Err() != nil {
@@ -815,7 +803,7 @@ func (s *SQL) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	if err := s.flushCoarse(context.Background()); err != nil {
+	if err := s.flushBuffer(context.Background()); err != nil {
 		errs = append(errs, err)
 	}
 	if s.d.checkpoint != nil {

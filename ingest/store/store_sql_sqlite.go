@@ -14,7 +14,7 @@ import (
 
 // sqliteDialect is SQLite through modernc.org/sqlite.
 var sqliteDialect = &dialect{
-	bufferCoarse: true,
+	bufferWrites: true,
 	name:         "sqlite",
 	goose:        goose.DialectSQLite3,
 	readers:      sqliteReaders,

@@ -101,7 +101,7 @@ func TestSQLMigrationsIdempotent(t *testing.T) {
 func TestSQLCompactRows(t *testing.T) {
 	dialects(t, func(t *testing.T, url func(testing.TB) string) {
 		// Written through: the coarse tier would wait in memory.
-		st, _ := newTestSQL(t, SQLConfig{URL: url(t), CoarseInterval: -1})
+		st, _ := newTestSQL(t, SQLConfig{URL: url(t), WriteInterval: -1})
 		s := t0.UnixMilli() - 10_000
 		mustAppend(t, st, Batch{Writer: 0, Seq: 1, Entries: []Entry{
 			entry("dev1/a", rollup.Tier1s, bucket(s, [2]float64{float64(s + 7), 2.5})),
@@ -311,7 +311,7 @@ func TestSQLDefaults(t *testing.T) {
 func TestSQLMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	u := sqliteTestURL(t)
-	s, clock := newTestSQL(t, SQLConfig{URL: u, Registerer: reg, Retention: Retention{time.Minute}, CoarseInterval: -1})
+	s, clock := newTestSQL(t, SQLConfig{URL: u, Registerer: reg, Retention: Retention{time.Minute}, WriteInterval: -1})
 	start := rollup.Floor(t0.UnixMilli(), 1000)
 	mustAppend(t, s, Batch{Writer: 0, Seq: 1, Entries: []Entry{
 		entry("dev1/a", rollup.Tier1s, bucket(start, [2]float64{float64(start), 1})),

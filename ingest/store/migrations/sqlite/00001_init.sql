@@ -31,13 +31,12 @@ CREATE TABLE rollups (
     PRIMARY KEY (series_id, tier, start_ms)
 ) WITHOUT ROWID;
 
--- coarse_journal lists, one row per append, the per-minute and per-hour
--- buckets whose deltas the store holds in memory rather than on disk (see
--- store_sql_coarse.go). A clean stop writes them and empties the table; at
--- start, rows left by a crash name the buckets to recompute from the finer
--- tier. keys is a sequence of (uvarint series id, tier byte, varint start
--- in steps).
-CREATE TABLE coarse_journal (
+-- write_journal holds, one row per append, what the store keeps in memory
+-- rather than in rollups (see store_sql_buffer.go): per-second deltas
+-- whole, and the keys of per-minute and per-hour buckets. Writing the
+-- buffer out empties it; rows left by a crash are replayed at start. keys
+-- is the encoded entries (writeBuffer.journal).
+CREATE TABLE write_journal (
     id   INTEGER PRIMARY KEY,
     keys BLOB NOT NULL
 );
@@ -68,7 +67,7 @@ CREATE TABLE users (
 );
 
 -- +goose Down
-DROP TABLE coarse_journal;
+DROP TABLE write_journal;
 DROP TABLE users;
 DROP TABLE boards;
 DROP TABLE devices;
