@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -73,7 +74,8 @@ type SQL struct {
 	sel *sql.Stmt
 	met *sqlMetrics
 
-	timescale bool // rollups is a TimescaleDB hypertable
+	timescale bool     // rollups is a TimescaleDB hypertable
+	lock      *os.File // held while a SQLite file is open; nil otherwise
 
 	// closed is set first thing in Close, so that a long Prune stops at
 	// its next chunk.
@@ -832,6 +834,9 @@ func (s *SQL) closeDBs() error {
 	}
 	if s.w != nil {
 		errs = append(errs, s.w.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close()) // releases the flock
 	}
 	return errors.Join(errs...)
 }

@@ -353,3 +353,17 @@ func TestSQLiteSecondProcess(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []DeviceRecord{{ID: "dev9", TokenHash: "h"}}, devs)
 }
+
+// TestSQLiteOneOwner: a second store on the same file is refused with an
+// error that says why, until the first closes.
+func TestSQLiteOneOwner(t *testing.T) {
+	url := sqliteTestURL(t)
+	first, err := Open(context.Background(), SQLConfig{URL: url}, nil)
+	require.NoError(t, err)
+	_, err = Open(context.Background(), SQLConfig{URL: url}, nil)
+	require.ErrorContains(t, err, "another telegauge is using this data directory")
+	require.NoError(t, first.Close())
+	again, err := Open(context.Background(), SQLConfig{URL: url}, nil)
+	require.NoError(t, err)
+	require.NoError(t, again.Close())
+}

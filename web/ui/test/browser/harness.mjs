@@ -7,7 +7,8 @@
 // /usr/bin/chromium).
 
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -15,11 +16,15 @@ export const BIN = process.env.TELEGAUGE_BIN || resolve("../../bin/telegauge");
 export const ARTIFACTS = process.env.ARTIFACTS || resolve("../../test-artifacts");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
-/** Starts `telegauge serve` with extra args; resolves once it serves. */
+/**
+ * Starts `telegauge serve` with extra args and a history database of its
+ * own (removed at stop); resolves once it serves.
+ */
 export async function startServer(args = []) {
+  const dataDir = mkdtempSync(join(tmpdir(), "telegauge-browser-"));
   const proc = spawn(
     BIN,
-    ["serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--log-format", "json", ...args],
+    ["serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--log-format", "json", "--data-dir", dataDir, ...args],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   const log = [];
@@ -61,6 +66,7 @@ export async function startServer(args = []) {
     async stop() {
       proc.kill("SIGTERM");
       const { code } = await exited;
+      rmSync(dataDir, { recursive: true, force: true });
       if (code !== 0) throw new Error(`server exit status ${code}:\n` + log.slice(-20).join("\n"));
     },
     /** Sums a Prometheus metric's samples whose labels include `labels`. */
