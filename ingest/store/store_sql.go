@@ -43,6 +43,10 @@ type SQLConfig struct {
 	// means DefaultWriteInterval, negative writes with every append.
 	// PostgreSQL always writes with every append.
 	WriteInterval time.Duration `yaml:"write-interval"`
+	// RecordsOnly opens the database for its devices, boards and users
+	// beside a running server (telegauge devices|users): no ownership lock,
+	// no journal replay, and Append is refused.
+	RecordsOnly bool `yaml:"-"`
 	// Clock gives the time for retention; nil means the real clock.
 	Clock clockwork.Clock `yaml:"-"`
 	// Registerer receives the store's metrics; nil means none.
@@ -211,7 +215,7 @@ func Open(ctx context.Context, cfg SQLConfig, log *slog.Logger) (*SQL, error) {
 			return fail(err)
 		}
 	}
-	if s.d.bufferWrites {
+	if s.d.bufferWrites && !cfg.RecordsOnly {
 		// Even when this run will not buffer: the last one may have.
 		if err := s.replayJournal(ctx); err != nil {
 			return fail(err)
@@ -285,6 +289,9 @@ func compareRows(a, b sqlRow) int {
 // whose SET clause is rollup.Bucket.Merge in SQL (see mergeSet), in key
 // order so that concurrent writers on PostgreSQL never deadlock.
 func (s *SQL) Append(ctx context.Context, b Batch) error {
+	if s.cfg.RecordsOnly {
+		return errors.New("append: the store was opened for records only")
+	}
 	s.appendMu.Lock()
 	defer s.appendMu.Unlock()
 	if s.closed.Load() {

@@ -43,8 +43,10 @@ func (s *SQL) openSQLite(ctx context.Context, path string) error {
 	}
 	s.d = sqliteDialect
 	var err error
-	if s.lock, err = lockFile(path + ".lock"); err != nil {
-		return err
+	if !s.cfg.RecordsOnly {
+		if s.lock, err = lockFile(path + ".lock"); err != nil {
+			return err
+		}
 	}
 	if s.w, err = sql.Open("sqlite", sqliteDSN(path, false)); err != nil {
 		return err

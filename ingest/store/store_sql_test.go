@@ -338,11 +338,12 @@ func TestSQLMetrics(t *testing.T) {
 func TestSQLiteSecondProcess(t *testing.T) {
 	u := sqliteTestURL(t)
 	ctx := context.Background()
-	server, _ := newTestSQL(t, SQLConfig{URL: u})
+	server, _ := newTestSQL(t, SQLConfig{URL: u, WriteInterval: -1}) // rollups written at once, for SeriesNames below
 	s := t0.UnixMilli() - 10_000
 	mustAppend(t, server, Batch{Writer: 0, Seq: 1, Entries: []Entry{entry("dev1/a", rollup.Tier1s, bucket(s, [2]float64{float64(s), 1}))}})
 
-	cli, _ := newTestSQL(t, SQLConfig{URL: u})
+	cli, _ := newTestSQL(t, SQLConfig{URL: u, RecordsOnly: true})
+	require.Error(t, cli.Append(ctx, Batch{Writer: 9, Seq: 1}), "a records-only store takes no rollups")
 	require.NoError(t, cli.SaveDevices(ctx, []DeviceRecord{{ID: "dev9", TokenHash: "h"}}))
 	names, err := cli.SeriesNames(ctx)
 	require.NoError(t, err)
