@@ -12,30 +12,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/telegauge/telegauge/ingest"
+	"github.com/telegauge/telegauge/internal/testutil"
 )
 
 // t0 is the fake clocks' start: 2023-11-14T22:13:20Z.
 var t0 = time.UnixMilli(1_700_000_000_000)
 
-// eventually polls check until it returns nil or timeout passes, then fails
-// the test with check's last error (nats checkFor).
-func eventually(t testing.TB, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", timeout, err)
-		}
-		// Not a synchronisation sleep: a poll interval with a deadline.
-		time.Sleep(wait)
-		wait = min(2*wait, 20*time.Millisecond)
-	}
-}
+// eventually polls check until it holds or the test fails.
+var eventually = testutil.Eventually
 
 // newTestHub returns a running hub on a fake clock at t0. Cleanup stops Run
 // and closes the hub; viewers from subscribe are closed before that.

@@ -15,31 +15,15 @@ import (
 
 	"github.com/telegauge/telegauge/ingest/rollup"
 	"github.com/telegauge/telegauge/ingest/store"
+	"github.com/telegauge/telegauge/internal/testutil"
 )
 
 // aggT0 is the aggregator tests' fake clock start, a whole second:
 // 2023-11-14T22:13:20Z.
 var aggT0 = time.UnixMilli(1_700_000_000_000)
 
-// eventually polls check until it returns nil or timeout passes, then fails
-// the test with check's last error (nats checkFor).
-func eventually(t testing.TB, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", timeout, err)
-		}
-		// Not a synchronisation sleep: a poll interval with a deadline.
-		time.Sleep(wait)
-		wait = min(2*wait, 20*time.Millisecond)
-	}
-}
+// eventually polls check until it holds or the test fails.
+var eventually = testutil.Eventually
 
 // testAggregator is a real Aggregator over a real memory store on a fake
 // clock, taking the live readings it announces with Notify, as the hub does.

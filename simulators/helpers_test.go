@@ -10,27 +10,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/telegauge/telegauge/broker"
+	"github.com/telegauge/telegauge/internal/testutil"
 )
 
-// eventually polls check until it returns nil or timeout passes, then fails
-// the test with check's last error (nats checkFor).
-func eventually(t testing.TB, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", timeout, err)
-		}
-		// Not a synchronisation sleep: a poll interval with a deadline.
-		time.Sleep(wait)
-		wait = min(2*wait, 20*time.Millisecond)
-	}
-}
+// eventually polls check until it holds or the test fails.
+var eventually = testutil.Eventually
 
 // message is one publish the broker handed to the sink.
 type message struct {

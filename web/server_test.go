@@ -26,6 +26,7 @@ import (
 	"github.com/telegauge/telegauge/dashboard"
 	"github.com/telegauge/telegauge/ingest"
 	"github.com/telegauge/telegauge/ingest/store"
+	"github.com/telegauge/telegauge/internal/testutil"
 )
 
 // t0 is the fake clocks' start: 2023-11-14T22:13:20Z.
@@ -278,37 +279,16 @@ func (ts *testServer) waitLive(t testing.TB, transport string, n float64) {
 // timeout.
 func (ts *testServer) liveWithin(t testing.TB, transport string, n float64, timeout time.Duration) bool {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if ts.live(t, transport) == n {
-			return true
+	return testutil.Poll(timeout, func() error {
+		if ts.live(t, transport) != n {
+			return errors.New("not yet")
 		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	}) == nil
 }
 
-// eventually polls check until it returns nil or timeout passes, then fails
-// the test with check's last error (nats checkFor).
-func eventually(t testing.TB, timeout time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", timeout, err)
-		}
-		// Not a synchronisation sleep: a poll interval with a deadline.
-		time.Sleep(wait)
-		wait = min(2*wait, 20*time.Millisecond)
-	}
-}
+// eventually polls check until it holds or the test fails.
+var eventually = testutil.Eventually
 
 // epochOf returns the epoch part of a cursor, and seqOf its sequence.
 func epochOf(t testing.TB, cursor string) string {

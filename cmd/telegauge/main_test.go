@@ -20,6 +20,8 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fasthttp/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/telegauge/telegauge/internal/testutil"
 )
 
 // testNode is a running server for a test.
@@ -59,19 +61,8 @@ func mustRunMain(t testing.TB, args ...string) *testNode {
 	return &testNode{node: n, httpURL: "http://" + n.web.Addr(), mqttURL: "tcp://" + n.broker.Addr()}
 }
 
-// eventually polls f until it returns nil or the timeout passes.
-func eventually(t testing.TB, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("condition not met after %s: %v", timeout, err)
-}
+// eventually polls check until it holds or the test fails.
+var eventually = testutil.Eventually
 
 func newPaho(t testing.TB, broker, id string) mqtt.Client {
 	t.Helper()

@@ -305,17 +305,28 @@ func (n *node) restore(log *slog.Logger) error {
 // written to the database; a last save happens at shutdown.
 const devicesSaveInterval = 10 * time.Second
 
-// saveDevices writes the devices' first and last seen times to the
-// database every devicesSaveInterval, and once more when ctx ends.
+// saveDevices writes the first and last seen times of the devices seen
+// since the last save to the database every devicesSaveInterval, and once
+// more when ctx ends.
 func (n *node) saveDevices(ctx context.Context, log *slog.Logger) error {
+	saved := make(map[string]int64) // last seen time in the database, by device
 	save := func(ctx context.Context) {
-		devs := n.agg.Devices()
-		recs := make([]store.DeviceRecord, len(devs))
-		for i, d := range devs {
-			recs[i] = store.DeviceRecord{ID: d.ID, FirstSeenMs: d.FirstSeenMs, LastSeenMs: d.LastSeenMs}
+		var recs []store.DeviceRecord
+		for _, d := range n.agg.Devices() {
+			if last, ok := saved[d.ID]; ok && last == d.LastSeenMs {
+				continue // an idle device: nothing new to write
+			}
+			recs = append(recs, store.DeviceRecord{ID: d.ID, FirstSeenMs: d.FirstSeenMs, LastSeenMs: d.LastSeenMs})
+		}
+		if len(recs) == 0 {
+			return
 		}
 		if err := n.sql.SaveDevices(ctx, recs); err != nil {
 			log.Warn("saving devices failed; will retry", "err", err)
+			return
+		}
+		for _, r := range recs {
+			saved[r.ID] = r.LastSeenMs
 		}
 	}
 	t := time.NewTicker(devicesSaveInterval)

@@ -88,7 +88,8 @@ type SQL struct {
 	// pruneMu serialises Prune. Lock order: pruneMu, appendMu, mu.
 	pruneMu sync.Mutex
 
-	// appendMu serialises Append and guards ids, rows and dirtyRows.
+	// appendMu serialises Append and guards rows and dirtyRows; ids is
+	// written holding appendMu and mu, so either is enough to read it.
 	appendMu  sync.Mutex
 	ids       map[string]int64 // series name -> id, all committed
 	rows      []sqlRow         // Append's scratch buffer
@@ -224,7 +225,7 @@ func Open(ctx context.Context, cfg SQLConfig, log *slog.Logger) (*SQL, error) {
 			s.buf = newWriteBuffer(cfg.Clock.Now())
 		}
 	}
-	if s.sel, err = s.r.PrepareContext(ctx, s.d.q(`SELECT start_ms, cnt, sum_v, min_v, max_v, first_off, first_v, last_off, last_v
+	if s.sel, err = s.r.PrepareContext(ctx, s.d.q(`SELECT `+bucketColumns+`
 		FROM rollups
 		WHERE series_id = (SELECT id FROM series WHERE name = ?) AND tier = ? AND start_ms >= ? AND start_ms < ?
 		ORDER BY start_ms`)); err != nil {
@@ -422,12 +423,13 @@ func (s *SQL) intern(ctx context.Context, names []string) error {
 		return fmt.Errorf("intern series: %w", err)
 	}
 	for _, n := range names {
-		id, ok := got[n]
-		if !ok {
+		if _, ok := got[n]; !ok {
 			return fmt.Errorf("intern series: %q has no id", n)
 		}
-		s.ids[n] = id
 	}
+	s.mu.Lock()
+	maps.Copy(s.ids, got)
+	s.mu.Unlock()
 	return nil
 }
 
@@ -510,8 +512,8 @@ func (s *SQL) Select(ctx context.Context, series []string, tier rollup.Tier, fro
 			if err != nil {
 				return fmt.Errorf("select %s: %w", name, s.closedErr(err))
 			}
-			if s.buf != nil {
-				bs = s.buf.overlay(name, tier, fromMs, toMs, bs)
+			if id, ok := s.ids[name]; ok && s.buf != nil {
+				bs = s.buf.overlay(id, tier, fromMs, toMs, bs)
 			}
 			sel.Buckets[i] = bs
 			return nil
@@ -532,8 +534,10 @@ func (s *SQL) selectOne(ctx context.Context, name string, tier rollup.Tier, from
 	return scanBuckets(rs)
 }
 
-// scanBuckets reads rows of (start_ms, cnt, sum_v, min_v, max_v, first_off,
-// first_v, last_off, last_v) and closes them.
+// bucketColumns are the rollups columns scanBuckets reads, in its order.
+const bucketColumns = "start_ms, cnt, sum_v, min_v, max_v, first_off, first_v, last_off, last_v"
+
+// scanBuckets reads rows of bucketColumns and closes them.
 func scanBuckets(rs *sql.Rows) ([]rollup.Bucket, error) {
 	defer rs.Close()
 	var (

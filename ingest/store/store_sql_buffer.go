@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -62,13 +63,12 @@ type tierStart struct {
 // appendMu and mu; Select reads it under mu.
 type writeBuffer struct {
 	series  map[int64]map[tierStart]rollup.Bucket // by series id
-	ids     map[string]int64                      // name -> id of the series held
 	n       int                                   // buckets held
 	written time.Time                             // when it was last written out
 }
 
 func newWriteBuffer(now time.Time) *writeBuffer {
-	return &writeBuffer{series: make(map[int64]map[tierStart]rollup.Bucket), ids: make(map[string]int64), written: now}
+	return &writeBuffer{series: make(map[int64]map[tierStart]rollup.Bucket), written: now}
 }
 
 // due reports whether the next append should write the buffer out, given
@@ -224,7 +224,6 @@ func (c *writeBuffer) add(rows []sqlRow) {
 		if m == nil {
 			m = make(map[tierStart]rollup.Bucket)
 			c.series[r.id] = m
-			c.ids[r.name] = r.id
 		}
 		k := tierStart{r.tier, r.StartMs}
 		b, ok := m[k]
@@ -236,28 +235,26 @@ func (c *writeBuffer) add(rows []sqlRow) {
 	}
 }
 
-// merged returns rows with the buffer merged in, sorted by key, each key
-// once, ready for an upsert.
+// merged returns rows, which are sorted by key and unique, with the
+// buffer merged in: sorted, each key once, ready for an upsert.
 func (c *writeBuffer) merged(rows []sqlRow) []sqlRow {
 	out := make([]sqlRow, 0, len(rows)+c.n)
-	for id, m := range c.series {
-		for k, b := range m {
-			out = append(out, sqlRow{id: id, tier: k.tier, Bucket: b})
-		}
-	}
 	for _, r := range rows {
-		if c.has(&r) {
-			continue // merged below
+		if b, ok := c.series[r.id][tierStart{r.tier, r.StartMs}]; ok {
+			b.Merge(&r.Bucket)
+			r.Bucket = b
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, compareRows)
-	for _, r := range rows {
-		if c.has(&r) {
-			i, _ := slices.BinarySearchFunc(out, r, compareRows)
-			out[i].Merge(&r.Bucket)
+	for id, m := range c.series {
+		for k, b := range m {
+			r := sqlRow{id: id, tier: k.tier, Bucket: b}
+			if _, inRows := slices.BinarySearchFunc(rows, r, compareRows); !inRows {
+				out = append(out, r)
+			}
 		}
 	}
+	slices.SortFunc(out, compareRows)
 	return out
 }
 
@@ -275,38 +272,28 @@ func (c *writeBuffer) expire(cut [rollup.NumTiers]int64) {
 			delete(c.series, id)
 		}
 	}
-	for name, id := range c.ids {
-		if c.series[id] == nil {
-			delete(c.ids, name)
-		}
-	}
 }
 
 // reset empties the buffer after a write at now. The caller holds mu.
 func (c *writeBuffer) reset(now time.Time) {
 	clear(c.series)
-	clear(c.ids)
 	c.n = 0
 	c.written = now
 }
 
-// overlay merges the buffered buckets of one series and tier in
+// overlay merges the buffered buckets of series id and tier in
 // [fromMs, toMs) into bs, which is sorted by start. The caller read-holds
 // mu.
-func (c *writeBuffer) overlay(name string, tier rollup.Tier, fromMs, toMs int64, bs []rollup.Bucket) []rollup.Bucket {
-	id, ok := c.ids[name]
-	if !ok {
-		return bs
-	}
+func (c *writeBuffer) overlay(id int64, tier rollup.Tier, fromMs, toMs int64, bs []rollup.Bucket) []rollup.Bucket {
 	var found []rollup.Bucket
 	for k, b := range c.series[id] {
 		if k.tier == tier && k.start >= fromMs && k.start < toMs {
 			found = append(found, b)
 		}
 	}
-	slices.SortFunc(found, func(x, y rollup.Bucket) int { return cmpInt(x.StartMs, y.StartMs) })
+	slices.SortFunc(found, func(x, y rollup.Bucket) int { return cmp.Compare(x.StartMs, y.StartMs) })
 	for _, b := range found {
-		i, ok := slices.BinarySearchFunc(bs, b.StartMs, func(x rollup.Bucket, t int64) int { return cmpInt(x.StartMs, t) })
+		i, ok := slices.BinarySearchFunc(bs, b.StartMs, func(x rollup.Bucket, t int64) int { return cmp.Compare(x.StartMs, t) })
 		if ok {
 			bs[i].Merge(&b)
 		} else {
@@ -314,16 +301,6 @@ func (c *writeBuffer) overlay(name string, tier rollup.Tier, fromMs, toMs int64,
 		}
 	}
 	return bs
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // writeBuffered upserts rows (already merged with the buffer) and
@@ -489,7 +466,7 @@ func readJournal(ctx context.Context, tx *sql.Tx) (map[bucketKey]bool, map[bucke
 // its place.
 func (s *SQL) recompute(ctx context.Context, tx *sql.Tx, k bucketKey) (rollup.Bucket, error) {
 	b := rollup.Bucket{StartMs: k.start}
-	rs, err := tx.QueryContext(ctx, `SELECT start_ms, cnt, sum_v, min_v, max_v, first_off, first_v, last_off, last_v
+	rs, err := tx.QueryContext(ctx, `SELECT `+bucketColumns+`
 		FROM rollups WHERE series_id = ? AND tier = ? AND start_ms >= ? AND start_ms < ? ORDER BY start_ms`,
 		k.id, int64(k.tier-1), k.start, k.start+k.tier.StepMs())
 	if err != nil {
