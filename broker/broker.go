@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,11 @@ type Config struct {
 	// WSAddr, when set, is an MQTT-over-WebSocket listener (path /mqtt
 	// or any path) for devices behind firewalls that only pass HTTP.
 	WSAddr string `yaml:"mqtt-ws-addr"`
+	// TLSAddr, when set, is an MQTT over TLS listener (mqtts, port 8883 by
+	// convention); TLSConfig must then hold its certificate.
+	TLSAddr string `yaml:"mqtt-tls-addr"`
+	// TLSConfig is the TLS listener's configuration.
+	TLSConfig *tls.Config `yaml:"-"`
 	// Prefix is the first topic level of telemetry. Empty means "telemetry".
 	Prefix string `yaml:"prefix"`
 	// MaxPacketBytes caps an MQTT packet. Zero means 256 KiB.
@@ -53,6 +59,7 @@ type Broker struct {
 	srv       *mqtt.Server
 	hook      *ingestHook
 	tcp       *tcpListener
+	tls       *listeners.TCP
 	closeOnce sync.Once
 	served    chan struct{}
 }
@@ -107,6 +114,17 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddListener(b.tcp); err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
 	}
+	if cfg.TLSAddr != "" {
+		if cfg.TLSConfig == nil || (len(cfg.TLSConfig.Certificates) == 0 && cfg.TLSConfig.GetCertificate == nil) {
+			b.Close()
+			return nil, errors.New("broker: the MQTT TLS listener needs a certificate")
+		}
+		b.tls = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLSConfig})
+		if err := srv.AddListener(b.tls); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("broker: listen for MQTT over TLS on %s: %w", cfg.TLSAddr, err)
+		}
+	}
 	if cfg.WSAddr != "" {
 		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.WSAddr})
 		if err := srv.AddListener(ws); err != nil {
@@ -125,6 +143,14 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 
 // Addr returns the address the TCP listener is bound to.
 func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// TLSAddr returns the address the TLS listener is bound to, or "".
+func (b *Broker) TLSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.Address()
+}
 
 // Run serves MQTT until ctx ends, then closes the broker.
 func (b *Broker) Run(ctx context.Context) error {

@@ -166,3 +166,58 @@ func DefaultMetrics(seed int64, device, n int) []Metric {
 	}
 	return ms
 }
+
+// Value patterns (DevicesConfig.Pattern).
+const (
+	PatternMixed  = "mixed"  // each metric its own kind, as DefaultMetrics
+	PatternSine   = "sine"   // a slow cycle, like a temperature
+	PatternWalk   = "walk"   // a bounded random walk, like humidity
+	PatternSteps  = "steps"  // two levels, like a valve or a door
+	PatternSpikes = "spikes" // a baseline with rare spikes, like vibration
+	PatternNoise  = "noise"  // Gaussian noise around a mean
+)
+
+// Patterns lists the value patterns, for help texts and validation.
+var Patterns = []string{PatternMixed, PatternSine, PatternWalk, PatternSteps, PatternSpikes, PatternNoise}
+
+func validPattern(p string) bool {
+	for _, q := range Patterns {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+// MetricsFor returns n metrics of device number device whose values all
+// follow pattern (PatternMixed: DefaultMetrics), deterministic given seed.
+// Metric names are MetricName's either way.
+func MetricsFor(pattern string, seed int64, device, n int) []Metric {
+	ms := DefaultMetrics(seed, device, n)
+	if pattern == PatternMixed || pattern == "" {
+		return ms
+	}
+	r := newRand(seed, uint64(device)<<8|0x5a)
+	for i := range ms {
+		s := int64(r.Uint64() >> 1)
+		switch pattern {
+		case PatternSine:
+			period := 5*time.Minute + time.Duration(r.Float64()*float64(10*time.Minute))
+			ms[i].Pattern = Sine(18+8*r.Float64(), 2+2*r.Float64(), period, 2*math.Pi*r.Float64())
+			ms[i].Decimals = 2
+		case PatternWalk:
+			ms[i].Pattern = RandomWalk(s, 30+40*r.Float64(), 0.2, 0, 100)
+			ms[i].Decimals = 1
+		case PatternSteps:
+			ms[i].Pattern = Step(s, 0, 1, 30*time.Second+time.Duration(r.Float64()*float64(90*time.Second)))
+			ms[i].Decimals = 0
+		case PatternSpikes:
+			ms[i].Pattern = Spike(s, 0.05, 0.01, 2, 0.02)
+			ms[i].Decimals = 3
+		case PatternNoise:
+			ms[i].Pattern = Noise(s, 100*r.Float64(), 1+4*r.Float64())
+			ms[i].Decimals = 2
+		}
+	}
+	return ms
+}
