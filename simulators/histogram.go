@@ -205,3 +205,51 @@ func (s *syncHistogram) copyInto(dst *Histogram) {
 	dst.Merge(&s.h)
 	s.mu.Unlock()
 }
+
+// UnmarshalJSON reads what MarshalJSON writes, so that a saved report can
+// be read back.
+func (l *LatencySummary) UnmarshalJSON(b []byte) error {
+	var v struct {
+		Count  uint64  `json:"count"`
+		MinMs  float64 `json:"minMs"`
+		MeanMs float64 `json:"meanMs"`
+		P50Ms  float64 `json:"p50Ms"`
+		P90Ms  float64 `json:"p90Ms"`
+		P99Ms  float64 `json:"p99Ms"`
+		MaxMs  float64 `json:"maxMs"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	ms := func(f float64) time.Duration { return time.Duration(math.Round(f * float64(time.Millisecond))) }
+	*l = LatencySummary{Count: v.Count, Min: ms(v.MinMs), Mean: ms(v.MeanMs), P50: ms(v.P50Ms), P90: ms(v.P90Ms), P99: ms(v.P99Ms), Max: ms(v.MaxMs)}
+	return nil
+}
+
+// CDF returns the distribution as at most about n points (Ms, Q): the share
+// Q of values at or below Ms, at the upper edge of each bucket, thinned to
+// points at least 1/n of the count apart, with the first and last kept. An
+// empty histogram has none.
+func (h *Histogram) CDF(n int) []CDFPoint {
+	if h.count == 0 {
+		return nil
+	}
+	n = max(n, 2)
+	step := max(h.count/uint64(n), 1)
+	var out []CDFPoint
+	var seen, lastAt uint64
+	for i, c := range h.counts {
+		if c == 0 {
+			continue
+		}
+		seen += c
+		if len(out) > 0 && seen-lastAt < step && seen < h.count {
+			continue
+		}
+		low, width := histBucket(i)
+		us := min(max(low+width-1, h.minUs), h.maxUs)
+		out = append(out, CDFPoint{Ms: float64(us) / 1000, Q: float64(seen) / float64(h.count)})
+		lastAt = seen
+	}
+	return out
+}

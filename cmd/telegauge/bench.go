@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/telegauge/telegauge/simulators"
+)
+
+// BenchCmd is `telegauge bench`.
+type BenchCmd struct {
+	URL        string        `help:"Measure the server at this base URL instead of starting one (needs --mqtt)." placeholder:"URL"`
+	MQTT       string        `name:"mqtt" help:"MQTT address (host:port) of the server given by --url." placeholder:"ADDR"`
+	DB         string        `name:"db" help:"History of the server the benchmark starts: 'memory', a postgres:// URL, or empty for SQLite in a temporary directory."`
+	ServerCPUs string        `name:"server-cpus" help:"Pin the server the benchmark starts to these CPUs (a taskset list such as 1); pin the load with taskset -c 0 telegauge bench." placeholder:"LIST"`
+	Scenarios  []string      `help:"Scenarios or groups to run (ingest, latency, fanout, idle, flaky, or names such as fanout-5k); default all." placeholder:"NAME"`
+	Duration   time.Duration `default:"10s" help:"Measured phase of each scenario."`
+	Warmup     time.Duration `default:"2s" help:"Load before each measured phase."`
+	Quick      bool          `help:"A small matrix that runs in about a minute: 100 devices, 1k msgs/s, 100-500 viewers, 3 s phases."`
+	JSONOut    string        `name:"json" default:"bench.json" help:"Write the report as JSON here ('' for none)." placeholder:"FILE"`
+	HTMLOut    string        `name:"html" default:"bench.html" help:"Write the report with latency and throughput plots here ('' for none)." placeholder:"FILE"`
+	List       bool          `help:"List the scenarios and exit."`
+}
+
+// Run runs the matrix and writes the report.
+func (c *BenchCmd) Run() error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log := newLogger("warn", "text")
+	cfg := simulators.BenchConfig{
+		Scenarios: c.Scenarios, Duration: c.Duration, Warmup: c.Warmup,
+		Progress: func(s string) { fmt.Fprintln(os.Stderr, "==>", s) },
+	}
+	if c.Quick {
+		cfg.Duration, cfg.Warmup = min(c.Duration, 3*time.Second), min(c.Warmup, time.Second)
+		cfg.IngestDevices, cfg.LatencyRates, cfg.FanoutViewers, cfg.IdleViewers = 100, []float64{1000}, []int{100, 500}, 500
+		cfg.FlakyDevices, cfg.FlakyViewers, cfg.Settle = 5, 8, 10*time.Second
+	}
+	if c.List {
+		for _, s := range simulators.BenchScenarios(cfg) {
+			fmt.Println(s)
+		}
+		return nil
+	}
+
+	target := c.URL
+	if c.URL == "" {
+		srv, err := startBenchServer(ctx, c.DB, c.ServerCPUs)
+		if err != nil {
+			return err
+		}
+		defer srv.stop()
+		cfg.URL, cfg.MQTTAddr = srv.url, srv.mqtt
+		target = "started: telegauge " + strings.Join(srv.args, " ")
+		if c.ServerCPUs != "" {
+			target = "started: taskset -c " + c.ServerCPUs + " telegauge " + strings.Join(srv.args, " ")
+		}
+	} else {
+		if c.MQTT == "" {
+			return errors.New("--url needs --mqtt, the server's MQTT address")
+		}
+		cfg.URL, cfg.MQTTAddr = c.URL, c.MQTT
+	}
+
+	rep, err := simulators.RunBench(ctx, cfg, log)
+	if rep == nil {
+		return err
+	}
+	rep.Version, rep.Command, rep.Target = version, strings.Join(os.Args, " "), target
+	fmt.Print(rep.Table())
+	if werr := c.write(rep); werr != nil {
+		return errors.Join(err, werr)
+	}
+	return err
+}
+
+// write saves the JSON and HTML reports.
+func (c *BenchCmd) write(rep *simulators.BenchReport) error {
+	if c.JSONOut != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode report: %w", err)
+		}
+		if err := os.WriteFile(c.JSONOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, "wrote", c.JSONOut)
+	}
+	if c.HTMLOut != "" {
+		var buf bytes.Buffer
+		if err := simulators.WriteBenchHTML(&buf, rep); err != nil {
+			return fmt.Errorf("render report: %w", err)
+		}
+		if err := os.WriteFile(c.HTMLOut, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, "wrote", c.HTMLOut)
+	}
+	return nil
+}
+
+// benchServer is a `telegauge serve` the benchmark started.
+type benchServer struct {
+	cmd       *exec.Cmd
+	dir       string
+	url, mqtt string
+	args      []string
+	done      chan error
+}
+
+// startBenchServer starts this binary's serve on free loopback ports with
+// its own data directory, as a separate process so that its CPU and memory
+// are its own, and waits until it answers.
+func startBenchServer(ctx context.Context, db, cpus string) (*benchServer, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own binary: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "telegauge-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("make data directory: %w", err)
+	}
+	httpAddr, err := simulators.FreeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	mqttAddr, err := simulators.FreeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"serve", "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--data-dir", dir, "--log-level", "warn"}
+	if db != "" {
+		args = append(args, "--db", db)
+	}
+	name, argv := self, args
+	if cpus != "" {
+		taskset, err := exec.LookPath("taskset")
+		if err != nil {
+			return nil, fmt.Errorf("--server-cpus needs taskset: %w", err)
+		}
+		name, argv = taskset, append([]string{"-c", cpus, self}, args...)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		return nil, fmt.Errorf("create server log: %w", err)
+	}
+	cmd := exec.Command(name, argv...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start server: %w", err)
+	}
+	s := &benchServer{cmd: cmd, dir: dir, url: "http://" + httpAddr, mqtt: mqttAddr, args: args, done: make(chan error, 1)}
+	go func() { s.done <- cmd.Wait(); logFile.Close() }()
+	fmt.Fprintf(os.Stderr, "==> server pid %d on %s (MQTT %s), data in %s\n", cmd.Process.Pid, s.url, mqttAddr, dir)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.url + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s, nil
+			}
+		}
+		select {
+		case werr := <-s.done:
+			s.done <- werr
+			log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+			return nil, fmt.Errorf("server exited: %v\n%s", werr, log)
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, errors.New("server did not answer within 30 s")
+		}
+	}
+}
+
+// stop ends the server (SIGTERM, then SIGKILL after 20 s) and removes its
+// data directory.
+func (s *benchServer) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	_ = os.RemoveAll(s.dir)
+}
