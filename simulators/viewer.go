@@ -84,16 +84,24 @@ type ViewersConfig struct {
 	Backoff time.Duration `yaml:"backoff"`
 	// MaxBackoff caps the reconnect delay. Zero means 10 s.
 	MaxBackoff time.Duration `yaml:"max-backoff"`
-	// DedupeWindow is how far back in reading time a viewer remembers
-	// points to detect duplicates. Zero means 1 minute; negative disables
-	// duplicate detection.
+	// DedupeWindow is how far back in reading time, behind the newest
+	// reading it has seen, a viewer remembers points to detect duplicates
+	// (at most 131,072 of them: past that it forgets the oldest, or all if
+	// that is not enough). A point replayed from further back counts as
+	// new. Zero means 1 minute;
+	// negative disables duplicate detection, and every point counts as
+	// new.
 	DedupeWindow time.Duration `yaml:"dedupe-window"`
 	// MaxMessageBytes caps an SSE line, a WebSocket message and a poll
 	// answer. Zero means 8 MiB.
 	MaxMessageBytes int `yaml:"max-message-bytes"`
 	// HTTPClient is used for SSE and polls; nil means a shared client
-	// sized for Viewers connections to one host.
+	// sized for Viewers connections to one host. With Flaky.DisconnectEvery
+	// each viewer uses a copy with a transport of its own, cloned from
+	// this one, which must then be an *http.Transport.
 	HTTPClient *http.Client `yaml:"-"`
+	// Flaky injects disconnects and stalls; the zero value injects none.
+	Flaky ViewerFlaky `yaml:"flaky"`
 	// OnEvent, when set, is called on each viewer's own goroutine with
 	// every frame of points, gap and reset the viewer receives (duplicates
 	// included), so that a test can check delivery exactly. The viewer
@@ -185,6 +193,12 @@ func (c *ViewersConfig) setDefaults() error {
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 8 << 20
 	}
+	c.Flaky.setDefaults()
+	if c.Flaky.DisconnectEvery > 0 && c.HTTPClient != nil && c.HTTPClient.Transport != nil {
+		if _, ok := c.HTTPClient.Transport.(*http.Transport); !ok {
+			return fmt.Errorf("flaky disconnects need an HTTPClient with an *http.Transport, have %T", c.HTTPClient.Transport)
+		}
+	}
 	return nil
 }
 
@@ -236,11 +250,42 @@ type transportCounters struct {
 	heartbeats  atomic.Int64
 	presence    atomic.Int64
 	errs        atomic.Int64
+	disconnects atomic.Int64
+	stalls      atomic.Int64
 	latency     syncHistogram
+
+	mu     sync.Mutex      // guards unique
+	unique []*atomic.Int64 // per viewer: distinct points received
+}
+
+// addViewer counts a viewer and returns its count of distinct points.
+func (tc *transportCounters) addViewer() *atomic.Int64 {
+	u := new(atomic.Int64)
+	tc.mu.Lock()
+	tc.unique = append(tc.unique, u)
+	tc.mu.Unlock()
+	tc.viewers.Add(1)
+	return u
+}
+
+// uniqueRange returns the least and greatest per-viewer counts of
+// distinct points.
+func (tc *transportCounters) uniqueRange() (lo, hi int64) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	for i, u := range tc.unique {
+		n := u.Load()
+		if i == 0 || n < lo {
+			lo = n
+		}
+		hi = max(hi, n)
+	}
+	return lo, hi
 }
 
 func (tc *transportCounters) snapshot(h *Histogram) TransportStats {
 	tc.latency.copyInto(h)
+	lo, hi := tc.uniqueRange()
 	return TransportStats{
 		Viewers:     tc.viewers.Load(),
 		Connected:   tc.connected.Load(),
@@ -255,6 +300,10 @@ func (tc *transportCounters) snapshot(h *Histogram) TransportStats {
 		Heartbeats:  tc.heartbeats.Load(),
 		Presence:    tc.presence.Load(),
 		Errors:      tc.errs.Load(),
+		Disconnects: tc.disconnects.Load(),
+		Stalls:      tc.stalls.Load(),
+		UniqueMin:   lo,
+		UniqueMax:   hi,
 		Latency:     h.Summary(),
 	}
 }
@@ -306,8 +355,13 @@ type TransportStats struct {
 	Frames int64 `json:"frames"`
 	// Points counts points received, duplicates included.
 	Points int64 `json:"points"`
+	// UniqueMin and UniqueMax are the least and the greatest number of
+	// distinct points one viewer received: Points less Duplicates, per
+	// viewer. Equal when every viewer got the same set.
+	UniqueMin int64 `json:"uniqueMin"`
+	UniqueMax int64 `json:"uniqueMax"`
 	// Duplicates counts points (same series, time and value) a viewer had
-	// already received.
+	// already received, as far as its DedupeWindow reaches.
 	Duplicates int64 `json:"duplicates"`
 	// Gaps counts gap notices.
 	Gaps int64 `json:"gaps"`
@@ -320,14 +374,27 @@ type TransportStats struct {
 	// Presence counts presence events.
 	Presence int64 `json:"presence"`
 	// Errors counts failed connections and requests, broken streams,
-	// malformed messages and error messages from the server.
+	// malformed messages and error messages from the server. Streams and
+	// requests broken by an injected disconnect are not errors.
 	Errors int64 `json:"errors"`
+	// Disconnects counts disconnects injected by flaky mode that reset at
+	// least one connection.
+	Disconnects int64 `json:"disconnects"`
+	// Stalls counts stalls injected by flaky mode.
+	Stalls int64 `json:"stalls"`
 	// Latency is receive time minus reading time of every point that was
 	// not a duplicate.
 	Latency LatencySummary `json:"latency"`
 }
 
 func (t *TransportStats) add(o TransportStats) {
+	switch {
+	case t.Viewers == 0:
+		t.UniqueMin, t.UniqueMax = o.UniqueMin, o.UniqueMax
+	case o.Viewers > 0:
+		t.UniqueMin = min(t.UniqueMin, o.UniqueMin)
+		t.UniqueMax = max(t.UniqueMax, o.UniqueMax)
+	}
 	t.Viewers += o.Viewers
 	t.Connected += o.Connected
 	t.Connections += o.Connections
@@ -341,6 +408,24 @@ func (t *TransportStats) add(o TransportStats) {
 	t.Heartbeats += o.Heartbeats
 	t.Presence += o.Presence
 	t.Errors += o.Errors
+	t.Disconnects += o.Disconnects
+	t.Stalls += o.Stalls
+}
+
+// ExactlyOnce reports whether every viewer received every point exactly
+// once, given that expectedPerViewer distinct points were published to
+// each: no duplicates, no gap or reset notices, and each viewer's count of
+// distinct points equal to expectedPerViewer.
+//
+// Duplicates are found only within each viewer's DedupeWindow (and its
+// memory of 131,072 points). A point replayed from further back counts as
+// a new one, and so does every point with duplicate detection off: then
+// the counts exceed expectedPerViewer and ExactlyOnce is false, unless as
+// many points were lost, which the count cannot tell apart.
+func (s ViewersStats) ExactlyOnce(expectedPerViewer int64) bool {
+	t := s.Total
+	return t.Viewers > 0 && t.Duplicates == 0 && t.Gaps == 0 && t.Resets == 0 &&
+		t.UniqueMin == expectedPerViewer && t.UniqueMax == expectedPerViewer
 }
 
 // MarshalJSON encodes the stats with Elapsed in milliseconds.
@@ -356,12 +441,12 @@ func (s ViewersStats) MarshalJSON() ([]byte, error) {
 func (s ViewersStats) Summary() string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tviewers\tconns\treconn\tframes\tpoints\tdups\tgaps\tgap ms\tresets\theartbeats\terrors\tp50\tp90\tp99\tmax\t")
+	fmt.Fprintln(tw, "transport\tviewers\tconns\treconn\tdisconn\tstalls\tframes\tpoints\tuniq min\tuniq max\tdups\tgaps\tgap ms\tresets\theartbeats\terrors\tp50\tp90\tp99\tmax\t")
 	row := func(name string, t TransportStats) {
 		l := t.Latency
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n",
-			name, t.Viewers, t.Connections, t.Reconnects, t.Frames, t.Points, t.Duplicates,
-			t.Gaps, t.GapMs, t.Resets, t.Heartbeats, t.Errors,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n",
+			name, t.Viewers, t.Connections, t.Reconnects, t.Disconnects, t.Stalls, t.Frames, t.Points,
+			t.UniqueMin, t.UniqueMax, t.Duplicates, t.Gaps, t.GapMs, t.Resets, t.Heartbeats, t.Errors,
 			fmtLatency(l.P50, l.Count), fmtLatency(l.P90, l.Count), fmtLatency(l.P99, l.Count), fmtLatency(l.Max, l.Count))
 	}
 	for _, name := range transports {
@@ -392,7 +477,8 @@ func fmtLatency(d time.Duration, n uint64) string {
 // RunViewers runs cfg.Viewers live viewers against the server at cfg.URL
 // until cfg.Duration passes or ctx ends, then closes every stream and
 // returns the counts. Each viewer subscribes to cfg.Series, reconnects
-// with backoff after a failure and resumes from the last cursor it saw.
+// with backoff after a failure (or an injected disconnect, cfg.Flaky) and
+// resumes from the last cursor it saw.
 //
 // It returns an error for an invalid config, or when no viewer ever
 // connected although some tried.
@@ -416,10 +502,21 @@ func RunViewers(ctx context.Context, cfg ViewersConfig, log *slog.Logger) (Viewe
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
+	vs := make([]*viewer, cfg.Viewers)
+	for i := range vs {
+		vs[i] = newViewer(&cfg, i, client, log)
+		if cfg.Flaky.DisconnectEvery > 0 {
+			v := vs[i]
+			v.link = newViewerLink(v.tc)
+			c, err := v.link.client(client)
+			if err != nil {
+				return ViewersStats{}, fmt.Errorf("configure viewers: %w", err)
+			}
+			v.client = c
+		}
+	}
 	var wg sync.WaitGroup
-	for i := range cfg.Viewers {
-		v := newViewer(&cfg, i, client, log)
-		v.tc.viewers.Add(1)
+	for i, v := range vs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -451,6 +548,19 @@ type viewer struct {
 	client    *http.Client
 	log       *slog.Logger
 	rng       *rand.Rand
+	// unique counts the distinct points received (TransportStats.UniqueMin).
+	unique *atomic.Int64
+
+	// Flaky mode (ViewerFlaky): link is nil without disconnects; flaky is
+	// set when any misbehaviour is configured, flakyArmed once it has
+	// begun, and nextStall is when the next stall falls due.
+	link       *viewerLink
+	flaky      bool
+	flakyArmed bool
+	nextStall  time.Time
+	// sessionMark is the link's disconnect sequence when the current
+	// session began (viewerLink.cutSince).
+	sessionMark uint64
 
 	// cursor is the last position seen: the resume point.
 	cursor []byte
@@ -496,7 +606,9 @@ func newViewer(cfg *ViewersConfig, i int, client *http.Client, log *slog.Logger)
 		client:    client,
 		log:       log.With("viewer", i, "transport", tr),
 		rng:       newRand(int64(i), 0x71e3),
+		flaky:     cfg.Flaky.DisconnectEvery > 0 || cfg.Flaky.StallEvery > 0,
 	}
+	v.unique = v.tc.addViewer()
 	if cfg.DedupeWindow > 0 {
 		v.seen = make(map[uint64]int64)
 	}
@@ -505,7 +617,9 @@ func newViewer(cfg *ViewersConfig, i int, client *http.Client, log *slog.Logger)
 
 // run connects, streams and reconnects until ctx ends.
 func (v *viewer) run(ctx context.Context) {
+	defer v.runFlaky(ctx)()
 	for ctx.Err() == nil {
+		v.sessionMark = v.link.sessionStart()
 		var err error
 		switch v.transport {
 		case TransportSSE:
@@ -517,6 +631,11 @@ func (v *viewer) run(ctx context.Context) {
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if err != nil && v.link.cutSince(v.sessionMark) {
+			// Counted as a disconnect, not as an error.
+			v.log.Debug("viewer stream cut", "err", err)
+			err = nil
 		}
 		if err != nil {
 			v.tc.errs.Add(1)
@@ -542,7 +661,12 @@ func (v *viewer) disconnected() { v.tc.connected.Add(-1) }
 
 // received marks that the current connection delivered something, so the
 // next reconnect starts from the first backoff step.
-func (v *viewer) received() { v.failures = 0 }
+func (v *viewer) received() {
+	v.failures = 0
+	if v.flaky && !v.flakyArmed {
+		v.armFlaky()
+	}
+}
 
 // backoff returns the delay before the next attempt: the SSE retry time or
 // Backoff, doubled per consecutive failure up to MaxBackoff, ±25 % jitter.
@@ -584,6 +708,7 @@ func (v *viewer) onPoints(pts []point) {
 		lats = append(lats, recv.Sub(time.UnixMilli(p.T)))
 	}
 	v.latencies = lats
+	v.unique.Add(int64(len(pts) - dups))
 	if dups > 0 {
 		v.tc.duplicates.Add(int64(dups))
 	}

@@ -32,6 +32,13 @@ func (v *viewer) runPoll(ctx context.Context, long bool) error {
 		}
 	}()
 	for {
+		v.maybeStall(ctx)
+		// A disconnect between two polls resets only an idle
+		// connection, which the transport would quietly replace: end
+		// the session, as a client that lost its network starts over.
+		if v.link.cutSince(v.sessionMark) {
+			return errViewerCut
+		}
 		a, err := v.pollOnce(ctx, wait, long)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -262,7 +262,15 @@ func (v *viewer) runSSE(ctx context.Context) error {
 	} else {
 		v.sseBuf.Reset(resp.Body)
 	}
-	err = v.sse.parse(v.sseBuf, v.onSSE)
+	handle := v.onSSE
+	if v.flaky {
+		handle = func(ev *sseEvent) error {
+			err := v.onSSE(ev)
+			v.maybeStall(ctx)
+			return err
+		}
+	}
+	err = v.sse.parse(v.sseBuf, handle)
 	v.retry = v.sse.Retry
 	v.setCursor(v.sse.LastID)
 	if ctx.Err() != nil || errors.Is(err, io.EOF) {

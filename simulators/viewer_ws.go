@@ -36,6 +36,9 @@ func (v *viewer) runWS(ctx context.Context) error {
 	if tr, ok := v.client.Transport.(*http.Transport); ok && tr.TLSClientConfig != nil {
 		d.TLSClientConfig = tr.TLSClientConfig
 	}
+	if v.link != nil {
+		d.NetDialContext = v.link.wrapDial(d.NetDialContext)
+	}
 	u := v.endpoint(wsURL(v.cfg.URL), "ws", "cursor", string(v.cursor))
 	conn, resp, err := d.DialContext(ctx, u, v.cfg.Header)
 	if err != nil {
@@ -95,6 +98,7 @@ func (v *viewer) runWS(ctx context.Context) error {
 			continue
 		}
 		v.onWS(m)
+		v.maybeStall(ctx)
 	}
 }
 
