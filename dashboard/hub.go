@@ -469,6 +469,27 @@ type SubscribeOptions struct {
 	Ping bool
 }
 
+// Admit reports the error Subscribe would return now for opts (a malformed
+// cursor, a closed hub, too many viewers) without registering anything:
+// for transports that must answer before they can subscribe, such as a
+// WebSocket whose handshake can still fail after the HTTP handler returns.
+func (h *Hub) Admit(opts SubscribeOptions) error {
+	if opts.Cursor != "" {
+		if _, _, err := parseCursor(opts.Cursor); err != nil {
+			return err
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	if len(h.viewers) >= h.cfg.MaxViewers {
+		return Errorf(CodeTooMany, "too many live viewers (limit %d)", h.cfg.MaxViewers)
+	}
+	return nil
+}
+
 // Subscribe registers a viewer for the patterns. It returns the viewer and
 // the cursor its live stream starts after: the caller's cursor when resumed,
 // otherwise the current one.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -85,17 +84,6 @@ func newTestLiveServer(t testing.TB) *liveServer {
 	go func() {
 		defer close(webDone)
 		err := srv.Run(webCtx)
-		if err != nil && strings.Contains(err.Error(), "viewers still open") {
-			// NOTE(viewer-sim): a WebSocket client reset while the
-			// server writes its 101 leaks a hub viewer: handleWS
-			// subscribes before Upgrade, and fasthttp never calls the
-			// hijack handler (which closes the viewer) when writing
-			// the response fails. Flaky viewers hit that now and then;
-			// shutdown then waits out its 10 s. Logged, not failed,
-			// until web closes the viewer on a failed upgrade.
-			t.Logf("known web leak on shutdown: %v", err)
-			return
-		}
 		if err != nil {
 			errs <- fmt.Errorf("web: %w", err)
 		}

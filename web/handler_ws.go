@@ -103,8 +103,12 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	v, _, err := s.cfg.Hub.Subscribe(ps, dashboard.SubscribeOptions{Transport: "ws", Cursor: c.Query("cursor"), Ping: true})
-	if err != nil {
+	opts := dashboard.SubscribeOptions{Transport: "ws", Cursor: c.Query("cursor"), Ping: true}
+	// The viewer is registered once the connection is ours: fasthttp hands
+	// it over only after writing the 101, and never when that write fails
+	// (a client reset mid-handshake), so a viewer made here could leak.
+	// Admit gives the HTTP error answers Subscribe would.
+	if err := s.cfg.Hub.Admit(opts); err != nil {
 		return err
 	}
 	remote := c.IP()
@@ -114,6 +118,15 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 		// upgrader only puts back its handshake buffer holder, which a
 		// connection with a WriteBufferPool never uses.
 		s.streams.Go(func() {
+			v, _, err := s.cfg.Hub.Subscribe(ps, opts)
+			if err != nil {
+				// Admitted a moment ago, refused now: the hub filled up or
+				// is shutting down. 1013 asks the client to come back.
+				_ = conn.WriteControl(websocket.CloseMessage,
+					websocket.FormatCloseMessage(websocket.CloseTryAgainLater, err.Error()), time.Now().Add(closeWriteWaitSlack))
+				_ = conn.Close()
+				return
+			}
 			defer v.Close()
 			s.metrics.streams.WithLabelValues("ws").Inc()
 			defer s.metrics.streams.WithLabelValues("ws").Dec()
@@ -121,7 +134,6 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 		})
 	})
 	if err != nil {
-		v.Close()
 		return fiber.NewError(fiber.StatusBadRequest, "websocket handshake failed: "+err.Error())
 	}
 	return nil

@@ -3,6 +3,7 @@ package web
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -475,4 +476,27 @@ func TestWSSubscribeResume(t *testing.T) {
 		}
 	}
 	require.Equal(t, map[point]int{{"dev1/temp", base + 1, 4}: 1, {"dev2/temp", base + 1, 5}: 1}, got)
+}
+
+// TestWSResetDuringHandshake: clients that reset their connection right
+// after sending the upgrade leave no viewer behind, however the race with
+// the server's 101 goes (fasthttp never hands over a connection whose 101
+// could not be written).
+func TestWSResetDuringHandshake(t *testing.T) {
+	ts := newTestServer(t)
+	addr := strings.TrimPrefix(ts.url, "http://")
+	req := "GET /api/v1/ws?series=dev1/%23 HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	for range 200 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		require.NoError(t, err)
+		_, err = c.Write([]byte(req))
+		require.NoError(t, err)
+		require.NoError(t, c.(*net.TCPConn).SetLinger(0))
+		require.NoError(t, c.Close())
+	}
+	ts.waitLive(t, "ws", 0)
+	// And the endpoint still serves.
+	c := dialWS(t, ts, "/api/v1/ws?series=dev1/%23", wsDialOptions{}).start()
+	c.nextOf(t, "subscribed")
 }

@@ -1,0 +1,111 @@
+//go:build integration
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/telegauge/telegauge/simulators"
+)
+
+// TestSimFlakyDevicesHistory: devices on links that reset and stall keep
+// measuring while offline and send their backlog on reconnect; history
+// holds every reading at its original time.
+func TestSimFlakyDevicesHistory(t *testing.T) {
+	n := mustRunMain(t)
+	const devices, perDevice = 3, 120
+	// Each reading is a second after the previous one, half an hour ago,
+	// so that each lands in its own one-second bucket and a reading
+	// re-stamped at sending would land outside the range.
+	baseMs := time.Now().Add(-30*time.Minute).UnixMilli() / 1000 * 1000
+	var clock atomic.Int64
+	stats, err := simulators.RunDevices(context.Background(), simulators.DevicesConfig{
+		Broker: n.mqttURL, Devices: devices, Rate: 60, Messages: perDevice, Metrics: 1, QoS: 1,
+		IDPrefix: "flk-", Seed: 11, KeepAlive: time.Second,
+		Flaky: simulators.DeviceFlaky{DisconnectEvery: 400 * time.Millisecond, StallEvery: time.Second, StallFor: 500 * time.Millisecond},
+		Now:   func() time.Time { return time.UnixMilli(baseMs + 1000*clock.Add(1)) },
+	}, nil)
+	require.NoError(t, err)
+	require.EqualValues(t, devices*perDevice, stats.Readings)
+	require.Positive(t, stats.Disconnects)
+	require.Positive(t, stats.Buffered, "some readings waited offline")
+	require.Zero(t, stats.Dropped+stats.Unsent)
+
+	series := []string{}
+	for i := range devices {
+		series = append(series, simulators.DeviceID("flk-", i, devices)+"/temperature")
+	}
+	fromMs, toMs := baseMs, baseMs+1000*(devices*perDevice+2)
+	eventually(t, 15*time.Second, func() error {
+		got, err := queryCounts(n.httpURL, series, fromMs, toMs)
+		if err != nil {
+			return err
+		}
+		seconds := map[int64]bool{}
+		var total int64
+		for _, buckets := range got {
+			for t, c := range buckets {
+				if c > 0 {
+					seconds[t] = true
+					total += c
+				}
+			}
+		}
+		for k := int64(1); k <= devices*perDevice; k++ {
+			if !seconds[baseMs+1000*k] {
+				return fmt.Errorf("reading %d (t=%d) is not in history (%d of %d seconds present)", k, baseMs+1000*k, len(seconds), devices*perDevice)
+			}
+		}
+		if len(seconds) != devices*perDevice {
+			return fmt.Errorf("history has %d seconds with readings, want %d", len(seconds), devices*perDevice)
+		}
+		if total < devices*perDevice || total > devices*perDevice+stats.Republished {
+			return fmt.Errorf("history counts %d readings, want %d plus at most %d sent again", total, devices*perDevice, stats.Republished)
+		}
+		return nil
+	})
+}
+
+// TestBenchSmall runs the whole benchmark matrix, shrunk, against an
+// in-process server: every scenario completes and reports sane numbers.
+func TestBenchSmall(t *testing.T) {
+	n := mustRunMain(t)
+	rep, err := simulators.RunBench(context.Background(), simulators.BenchConfig{
+		URL: n.httpURL, MQTTAddr: n.broker.Addr(),
+		Duration: time.Second, Warmup: 500 * time.Millisecond,
+		IngestDevices: 20, LatencyRates: []float64{200}, FanoutViewers: []int{50}, FanoutRate: 20,
+		IdleViewers: 100, FlakyDevices: 3, FlakyViewers: 4, Settle: 10 * time.Second,
+	}, nil)
+	require.NoError(t, err)
+	want := []string{"ingest-qos0", "ingest-qos1", "latency-200", "fanout-50", "idle-ws", "idle-sse", "flaky"}
+	require.Len(t, rep.Results, len(want))
+	for i, r := range rep.Results {
+		require.Equal(t, want[i], r.Scenario)
+		require.Empty(t, r.Error, r.Scenario)
+		switch r.Group {
+		case simulators.BenchIngest:
+			require.Positive(t, r.AcceptedMessagesPerSecond, r.Scenario)
+			require.InDelta(t, 2*r.AcceptedMessagesPerSecond, r.AcceptedReadingsPerSecond, 0.2*r.AcceptedReadingsPerSecond, r.Scenario)
+			require.NotEmpty(t, r.Throughput, r.Scenario)
+			require.Positive(t, r.ServerCPUCores, r.Scenario)
+		case simulators.BenchLatency, simulators.BenchFanout:
+			require.NotNil(t, r.Latency, r.Scenario)
+			require.Positive(t, r.Latency.Count, r.Scenario)
+			require.NotEmpty(t, r.LatencyCDF, r.Scenario)
+			require.InDelta(t, 1, r.LatencyCDF[len(r.LatencyCDF)-1].Q, 1e-9, r.Scenario)
+			require.Equal(t, r.PointsExpected, r.PointsReceived, r.Scenario)
+		case simulators.BenchIdle:
+			require.Positive(t, r.BytesPerConnection, r.Scenario)
+		case simulators.BenchFlaky:
+			require.NotNil(t, r.ExactlyOnce)
+			require.True(t, *r.ExactlyOnce, r.Notes)
+		}
+	}
+	require.Contains(t, rep.Table(), "fanout-50")
+}
