@@ -11,7 +11,7 @@ UI      := web/ui
 # Every input of the dashboard's build.
 UI_SRC  := $(shell find $(UI)/src $(UI)/index.html $(UI)/vite.config.ts $(UI)/tsconfig.json -type f 2>/dev/null)
 
-.PHONY: all build ui run test test-go test-ui test-browser test-short bench fuzz lint clean
+.PHONY: all build ui run test test-go test-ui test-browser test-short bench bench-report fuzz lint clean
 
 all: build
 
@@ -51,6 +51,12 @@ test-short:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The benchmark matrix of README's performance section: a server on core 1,
+# the load on core 0; writes test-artifacts/bench.json and bench.html.
+bench-report: build
+	mkdir -p test-artifacts
+	taskset -c 0 $(BIN) bench --server-cpus 1 --json test-artifacts/bench.json --html test-artifacts/bench.html
 
 # Run each fuzzer for FUZZTIME (seeds always run as part of `make test`).
 FUZZTIME ?= 30s

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +28,10 @@ type BenchConfig struct {
 	URL string
 	// MQTTAddr is the server's MQTT TCP address, host:port. Required.
 	MQTTAddr string
+	// DebugURL, when set, is the server's pprof listener (serve
+	// --debug-addr): the idle scenarios collect garbage through it before
+	// measuring, so that memory freed earlier does not pass for free.
+	DebugURL string
 	// Scenarios are the names (or groups: ingest, latency, fanout, idle,
 	// flaky) to run, in matrix order. Empty means all.
 	Scenarios []string
@@ -46,7 +51,7 @@ type BenchConfig struct {
 	// Zero means 10.
 	FanoutRate float64
 	// IdleViewers is how many idle connections the idle scenarios open.
-	// Zero means 2,000.
+	// Zero means 5,000.
 	IdleViewers int
 	// FlakyDevices and FlakyViewers size the flaky scenario. Zero means 20
 	// and 40.
@@ -80,7 +85,7 @@ func (c *BenchConfig) setDefaults() {
 		c.FanoutRate = 10
 	}
 	if c.IdleViewers <= 0 {
-		c.IdleViewers = 2000
+		c.IdleViewers = 5000
 	}
 	if c.FlakyDevices <= 0 {
 		c.FlakyDevices = 20
@@ -118,6 +123,15 @@ func BenchScenarios(cfg BenchConfig) []string {
 
 func matrix(cfg *BenchConfig) []benchScenario {
 	var m []benchScenario
+	// Idle memory first, on a fresh server: later scenarios leave garbage
+	// and grown heaps that blur a per-connection figure.
+	for _, tr := range []string{TransportWS, TransportSSE} {
+		m = append(m, benchScenario{
+			name: "idle-" + tr, group: BenchIdle,
+			desc: fmt.Sprintf("%s idle %s connections (heartbeats only): server memory per connection", human(float64(cfg.IdleViewers)), tr),
+			run:  func(ctx context.Context, b *bencher, r *BenchResult) error { return b.idle(ctx, r, tr) },
+		})
+	}
 	for _, qos := range []byte{0, 1} {
 		m = append(m, benchScenario{
 			name: fmt.Sprintf("ingest-qos%d", qos), group: BenchIngest,
@@ -128,7 +142,7 @@ func matrix(cfg *BenchConfig) []benchScenario {
 	for _, rate := range cfg.LatencyRates {
 		m = append(m, benchScenario{
 			name: "latency-" + human(rate), group: BenchLatency,
-			desc: fmt.Sprintf("100 devices publish %s msgs/s (two metrics each) at QoS 0; one SSE viewer of every series measures publish-to-receive latency", human(rate)),
+			desc: fmt.Sprintf("%s devices publish %s msgs/s (two metrics each) at QoS 0; one SSE viewer of every series measures publish-to-receive latency", human(float64(min(max(int(rate/50), 100), 1000))), human(rate)),
 			run:  func(ctx context.Context, b *bencher, r *BenchResult) error { return b.latency(ctx, r, rate) },
 		})
 	}
@@ -137,13 +151,6 @@ func matrix(cfg *BenchConfig) []benchScenario {
 			name: "fanout-" + human(float64(n)), group: BenchFanout,
 			desc: fmt.Sprintf("%s WebSocket viewers of one series that gets %s readings/s", human(float64(n)), human(cfg.FanoutRate)),
 			run:  func(ctx context.Context, b *bencher, r *BenchResult) error { return b.fanout(ctx, r, n) },
-		})
-	}
-	for _, tr := range []string{TransportWS, TransportSSE} {
-		m = append(m, benchScenario{
-			name: "idle-" + tr, group: BenchIdle,
-			desc: fmt.Sprintf("%s idle %s connections (heartbeats only): server memory per connection", human(float64(cfg.IdleViewers)), tr),
-			run:  func(ctx context.Context, b *bencher, r *BenchResult) error { return b.idle(ctx, r, tr) },
 		})
 	}
 	m = append(m, benchScenario{
@@ -282,13 +289,13 @@ func (b *bencher) metrics(ctx context.Context) (metricSample, error) {
 
 // Server metrics the scenarios read.
 const (
-	mPublishes = "telegauge_mqtt_telemetry_publishes_total"
-	mReadings  = "telegauge_readings_accepted_total"
-	mCPU       = "process_cpu_seconds_total"
-	mRSS       = "process_resident_memory_bytes"
-	mHeap      = "go_memstats_heap_inuse_bytes"
-	mStack     = "go_memstats_stack_inuse_bytes"
-	mLive      = "telegauge_live_connections"
+	mPublishes  = "telegauge_mqtt_telemetry_publishes_total"
+	mReadings   = "telegauge_readings_accepted_total"
+	mCPU        = "process_cpu_seconds_total"
+	mRSS        = "process_resident_memory_bytes"
+	mHeap       = "go_memstats_heap_inuse_bytes"
+	mStack      = "go_memstats_stack_inuse_bytes"
+	mGoroutines = "go_goroutines"
 )
 
 // resources fills the server's CPU and memory over [from, to].
@@ -417,11 +424,13 @@ func (b *bencher) startViewers(ctx context.Context, cfg ViewersConfig) (counters
 	}
 }
 
-// waitConnected waits until n viewers are connected.
+// waitConnected waits until n viewers have connected (flaky ones may have
+// dropped again since).
 func (b *bencher) waitConnected(ctx context.Context, c *ViewersCounters, n int, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		got := c.Snapshot().Total.Connected
+		t := c.Snapshot().Total
+		got := t.Connections - t.Reconnects
 		if got >= int64(n) {
 			return nil
 		}
@@ -456,7 +465,10 @@ func viewersLatency(c *ViewersCounters) *Histogram {
 
 // latency: a fixed rate, one viewer of everything.
 func (b *bencher) latency(ctx context.Context, r *BenchResult, rate float64) error {
-	r.Devices, r.Metrics, r.TargetRate, r.Viewers, r.Transport = 100, 2, rate, 1, TransportSSE
+	// At most 50 messages/s per device: a device's readings need distinct
+	// milliseconds (the load generator moves a repeated one forward, which
+	// would read as negative latency).
+	r.Devices, r.Metrics, r.TargetRate, r.Viewers, r.Transport = min(max(int(rate/50), 100), 1000), 2, rate, 1, TransportSSE
 	vc, stop := b.startViewers(ctx, ViewersConfig{Viewers: 1, Transport: TransportSSE, Series: []string{"#"}})
 	if err := b.waitConnected(ctx, vc, 1, 10*time.Second); err != nil {
 		_, _ = stop()
@@ -525,37 +537,84 @@ func (b *bencher) settle(ctx context.Context, c *ViewersCounters, want int64) {
 	}
 }
 
-// idle: memory per idle connection.
+// idle: memory per idle connection: the server's heap and stacks after a
+// garbage collection (through DebugURL) with no connection, with half and
+// with all of them open. Both halves should cost the same; a first half
+// that looks cheaper is reusing memory an earlier scenario left behind.
 func (b *bencher) idle(ctx context.Context, r *BenchResult, transport string) error {
-	n := b.cfg.IdleViewers
-	r.Viewers, r.Transport = n, transport
-	before, err := b.metrics(ctx)
-	if err != nil {
-		return err
+	half := max(b.cfg.IdleViewers/2, 1)
+	r.Viewers, r.Transport = 2*half, transport
+	sample := func() (metricSample, error) {
+		if err := b.collectGarbage(ctx); err != nil {
+			return metricSample{}, err
+		}
+		return b.metrics(ctx)
 	}
-	vc, stop := b.startViewers(ctx, ViewersConfig{
-		Viewers: n, Transport: transport, Series: []string{"bench-idle-none/x"},
-		Ramp: time.Duration(n) * 500 * time.Microsecond,
-	})
-	werr := b.waitConnected(ctx, vc, n, time.Duration(n)*time.Millisecond+30*time.Second)
-	if werr == nil {
-		// Let the connections' buffers reach their steady size.
-		sleepCtx(ctx, b.cfg.Warmup)
+	var stops []func() (ViewersStats, error)
+	defer func() {
+		for _, stop := range stops {
+			_, _ = stop()
+		}
+	}()
+	samples := make([]metricSample, 0, 3)
+	for step := range 3 {
+		if step > 0 {
+			vc, stop := b.startViewers(ctx, ViewersConfig{
+				Viewers: half, Transport: transport, Series: []string{"bench-idle-none/x"},
+				Ramp: time.Duration(half) * 500 * time.Microsecond,
+			})
+			stops = append(stops, stop)
+			if err := b.waitConnected(ctx, vc, half, time.Duration(half)*time.Millisecond+30*time.Second); err != nil {
+				return err
+			}
+			// Let the connections' buffers reach their steady size.
+			sleepCtx(ctx, b.cfg.Warmup)
+		}
+		m, err := sample()
+		if err != nil {
+			return err
+		}
+		samples = append(samples, m)
 	}
-	after, merr := b.metrics(ctx)
-	st, serr := stop()
-	if werr != nil || merr != nil {
-		return errors.Join(werr, merr, serr)
-	}
-	r.DurationMs = float64(after.at.Sub(before.at).Milliseconds())
+	base, mid, all := samples[0], samples[1], samples[2]
 	mem := func(m metricSample) float64 { return m.get(mHeap) + m.get(mStack) }
-	r.BytesPerConnection = (mem(after) - mem(before)) / float64(n)
-	r.ServerRSSBytes = after.get(mRSS)
-	resources(r, before, after)
-	r.Reconnects = st.Total.Reconnects
-	r.Notes = fmt.Sprintf("heap+stacks %s before, %s with %d connections open; RSS grew %s",
-		bytesHuman(mem(before)), bytesHuman(mem(after)), n, bytesHuman(after.get(mRSS)-before.get(mRSS)))
-	return serr
+	per := func(name string, from, to metricSample) float64 {
+		return (to.get(name) - from.get(name)) / float64(half)
+	}
+	r.DurationMs = float64(all.at.Sub(base.at).Milliseconds())
+	r.BytesPerConnection = (mem(all) - mem(base)) / float64(2*half)
+	r.ServerRSSBytes = all.get(mRSS)
+	resources(r, mid, all)
+	if b.cfg.DebugURL == "" {
+		r.Notes = "no debug URL to collect garbage through, so garbage blurs the figures. "
+	}
+	r.Notes += fmt.Sprintf("heap+stacks %s idle, %s with %d connections, %s with %d: %s and %s per connection for the two halves; RSS %s per connection; %.1f goroutines each",
+		bytesHuman(mem(base)), bytesHuman(mem(mid)), half, bytesHuman(mem(all)), 2*half,
+		bytesHuman((mem(mid)-mem(base))/float64(half)), bytesHuman((mem(all)-mem(mid))/float64(half)),
+		bytesHuman((all.get(mRSS)-base.get(mRSS))/float64(2*half)), per(mGoroutines, mid, all))
+	return nil
+}
+
+// collectGarbage has the server run a full garbage collection, through
+// pprof's heap profile with gc=1, when DebugURL is set.
+func (b *bencher) collectGarbage(ctx context.Context) error {
+	if b.cfg.DebugURL == "" {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(b.cfg.DebugURL, "/")+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return fmt.Errorf("build GC request: %w", err)
+	}
+	resp, err := b.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("collect garbage: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("collect garbage: %s", resp.Status)
+	}
+	return nil
 }
 
 // flaky: devices and viewers on bad links; delivery must stay exact.
@@ -685,14 +744,22 @@ func (b *bencher) queryCount(ctx context.Context, u string) (int64, error) {
 
 // machine describes this machine.
 func machine() BenchMachine {
+	// NumCPU is what this process may use, which taskset narrows; the
+	// report wants the machine's.
 	m := BenchMachine{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		n := 0
 		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			k, v, ok := strings.Cut(line, ":")
+			switch k = strings.TrimSpace(k); {
+			case !ok:
+			case k == "processor":
+				n++
+			case k == "model name" && m.CPUModel == "":
 				m.CPUModel = strings.TrimSpace(v)
-				break
 			}
 		}
+		m.CPUs = max(m.CPUs, n)
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {

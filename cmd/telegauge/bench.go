@@ -22,6 +22,7 @@ import (
 type BenchCmd struct {
 	URL        string        `help:"Measure the server at this base URL instead of starting one (needs --mqtt)." placeholder:"URL"`
 	MQTT       string        `name:"mqtt" help:"MQTT address (host:port) of the server given by --url." placeholder:"ADDR"`
+	DebugURL   string        `name:"debug-url" help:"pprof base URL of the server given by --url (serve --debug-addr), for exact idle-memory figures." placeholder:"URL"`
 	DB         string        `name:"db" help:"History of the server the benchmark starts: 'memory', a postgres:// URL, or empty for SQLite in a temporary directory."`
 	ServerCPUs string        `name:"server-cpus" help:"Pin the server the benchmark starts to these CPUs (a taskset list such as 1); pin the load with taskset -c 0 telegauge bench." placeholder:"LIST"`
 	Scenarios  []string      `help:"Scenarios or groups to run (ingest, latency, fanout, idle, flaky, or names such as fanout-5k); default all." placeholder:"NAME"`
@@ -61,7 +62,7 @@ func (c *BenchCmd) Run() error {
 			return err
 		}
 		defer srv.stop()
-		cfg.URL, cfg.MQTTAddr = srv.url, srv.mqtt
+		cfg.URL, cfg.MQTTAddr, cfg.DebugURL = srv.url, srv.mqtt, srv.debug
 		target = "started: telegauge " + strings.Join(srv.args, " ")
 		if c.ServerCPUs != "" {
 			target = "started: taskset -c " + c.ServerCPUs + " telegauge " + strings.Join(srv.args, " ")
@@ -70,7 +71,7 @@ func (c *BenchCmd) Run() error {
 		if c.MQTT == "" {
 			return errors.New("--url needs --mqtt, the server's MQTT address")
 		}
-		cfg.URL, cfg.MQTTAddr = c.URL, c.MQTT
+		cfg.URL, cfg.MQTTAddr, cfg.DebugURL = c.URL, c.MQTT, c.DebugURL
 	}
 
 	rep, err := simulators.RunBench(ctx, cfg, log)
@@ -115,6 +116,7 @@ type benchServer struct {
 	cmd       *exec.Cmd
 	dir       string
 	url, mqtt string
+	debug     string
 	args      []string
 	done      chan error
 }
@@ -139,7 +141,11 @@ func startBenchServer(ctx context.Context, db, cpus string) (*benchServer, error
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--data-dir", dir, "--log-level", "warn"}
+	debugAddr, err := simulators.FreeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"serve", "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--debug-addr", debugAddr, "--data-dir", dir, "--log-level", "warn"}
 	if db != "" {
 		args = append(args, "--db", db)
 	}
@@ -161,7 +167,7 @@ func startBenchServer(ctx context.Context, db, cpus string) (*benchServer, error
 		logFile.Close()
 		return nil, fmt.Errorf("start server: %w", err)
 	}
-	s := &benchServer{cmd: cmd, dir: dir, url: "http://" + httpAddr, mqtt: mqttAddr, args: args, done: make(chan error, 1)}
+	s := &benchServer{cmd: cmd, dir: dir, url: "http://" + httpAddr, mqtt: mqttAddr, debug: "http://" + debugAddr, args: args, done: make(chan error, 1)}
 	go func() { s.done <- cmd.Wait(); logFile.Close() }()
 	fmt.Fprintf(os.Stderr, "==> server pid %d on %s (MQTT %s), data in %s\n", cmd.Process.Pid, s.url, mqttAddr, dir)
 
