@@ -165,9 +165,14 @@ func (s *SQL) PutUser(ctx context.Context, u UserRecord) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	_, err := s.w.ExecContext(ctx, s.d.q(`INSERT INTO users (name, role, token_hash, created_ms) VALUES (?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET role = excluded.role, token_hash = excluded.token_hash`),
-		u.Name, u.Role, u.TokenHash, u.CreatedMs)
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.d.q(`INSERT INTO users (name, role, token_hash, created_ms) VALUES (?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET role = excluded.role, token_hash = excluded.token_hash`),
+			u.Name, u.Role, u.TokenHash, u.CreatedMs); err != nil {
+			return err
+		}
+		return bumpCredentials(ctx, tx)
+	})
 	if err != nil {
 		return fmt.Errorf("put user %s: %w", u.Name, s.closedErr(err))
 	}
@@ -210,7 +215,7 @@ func (s *SQL) ListUsers(ctx context.Context) ([]UserRecord, error) {
 
 // DeleteUser removes the user name; a missing user is ErrNotFound.
 func (s *SQL) DeleteUser(ctx context.Context, name string) error {
-	if err := s.deleteOne(ctx, `DELETE FROM users WHERE name = ?`, name); err != nil {
+	if err := s.changeCredential(ctx, `DELETE FROM users WHERE name = ?`, name); err != nil {
 		return fmt.Errorf("delete user %s: %w", name, err)
 	}
 	return nil
@@ -264,4 +269,94 @@ func (s *SQL) deleteOne(ctx context.Context, query string, args ...any) error {
 		return ErrNotFound
 	}
 	return nil
+}
+
+// bumpCredentials counts a credential change (see CredentialsVersion).
+func bumpCredentials(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `UPDATE credentials_version SET version = version + 1 WHERE id = 1`)
+	return err
+}
+
+// changeCredential runs a statement that must change exactly one row, and
+// counts the change; no row is ErrNotFound.
+func (s *SQL) changeCredential(ctx context.Context, query string, args ...any) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.d.q(query), args...)
+		if err != nil {
+			return s.closedErr(err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		return bumpCredentials(ctx, tx)
+	})
+}
+
+// SetDeviceToken gives device id a credential (the hash of its token),
+// creating the device if it is new and replacing any earlier credential.
+func (s *SQL) SetDeviceToken(ctx context.Context, id, tokenHash string) error {
+	if tokenHash == "" {
+		return errors.New("set device token: empty hash")
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.d.q(`INSERT INTO devices (id, token_hash) VALUES (?, ?)
+			ON CONFLICT (id) DO UPDATE SET token_hash = excluded.token_hash`), id, tokenHash); err != nil {
+			return err
+		}
+		return bumpCredentials(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("set token of device %s: %w", id, s.closedErr(err))
+	}
+	return nil
+}
+
+// RevokeDevice removes device id's credential (its history stays); a
+// device with none is ErrNotFound.
+func (s *SQL) RevokeDevice(ctx context.Context, id string) error {
+	if err := s.changeCredential(ctx, `UPDATE devices SET token_hash = '' WHERE id = ? AND token_hash <> ''`, id); err != nil {
+		return fmt.Errorf("revoke device %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeviceTokens returns the credential hash of every device that has one.
+func (s *SQL) DeviceTokens(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	err := s.query(ctx, `SELECT id, token_hash FROM devices WHERE token_hash <> ''`, func(rs *sql.Rows) error {
+		var id, h string
+		if err := rs.Scan(&id, &h); err != nil {
+			return err
+		}
+		out[id] = h
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list device tokens: %w", err)
+	}
+	return out, nil
+}
+
+// CredentialsVersion returns a number that changes whenever a device or
+// user credential does, from this process or another one using the same
+// database: a running server polls it to honour changes at once.
+func (s *SQL) CredentialsVersion(ctx context.Context) (int64, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	var v int64
+	if err := s.r.QueryRowContext(ctx, `SELECT version FROM credentials_version WHERE id = 1`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read credentials version: %w", s.closedErr(err))
+	}
+	return v, nil
 }

@@ -254,6 +254,55 @@ func TestSQLUsers(t *testing.T) {
 	})
 }
 
+// TestSQLCredentials: device credentials come and go, and every change to a
+// device or user credential, from any handle on the database, moves
+// CredentialsVersion; other writes do not.
+func TestSQLCredentials(t *testing.T) {
+	dialects(t, func(t *testing.T, url func(testing.TB) string) {
+		u := url(t)
+		s, _ := newTestSQL(t, SQLConfig{URL: u})
+		other, _ := newTestSQL(t, SQLConfig{URL: u, RecordsOnly: true})
+		ctx := context.Background()
+		version := func() int64 {
+			t.Helper()
+			v, err := s.CredentialsVersion(ctx)
+			require.NoError(t, err)
+			return v
+		}
+		v0 := version()
+		require.NoError(t, s.SaveDevices(ctx, []DeviceRecord{{ID: "d1", LastSeenMs: 5}}))
+		require.Equal(t, v0, version(), "seeing a device is not a credential change")
+
+		require.NoError(t, other.SetDeviceToken(ctx, "d1", "h1"))
+		require.NoError(t, other.SetDeviceToken(ctx, "d2", "h2"))
+		require.Equal(t, v0+2, version())
+		toks, err := s.DeviceTokens(ctx)
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{"d1": "h1", "d2": "h2"}, toks)
+		// The server's periodic save keeps the credential.
+		require.NoError(t, s.SaveDevices(ctx, []DeviceRecord{{ID: "d1", LastSeenMs: 9}}))
+		toks, err = s.DeviceTokens(ctx)
+		require.NoError(t, err)
+		require.Equal(t, "h1", toks["d1"])
+
+		require.NoError(t, other.RevokeDevice(ctx, "d1"))
+		require.ErrorIs(t, other.RevokeDevice(ctx, "d1"), ErrNotFound, "already revoked")
+		require.ErrorIs(t, other.RevokeDevice(ctx, "nobody"), ErrNotFound)
+		require.Equal(t, v0+3, version())
+		toks, err = s.DeviceTokens(ctx)
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{"d2": "h2"}, toks)
+		devs, err := s.Devices(ctx)
+		require.NoError(t, err)
+		require.Len(t, devs, 2, "a revoked device keeps its record")
+
+		require.NoError(t, other.PutUser(ctx, UserRecord{Name: "ann", Role: "admin", TokenHash: "u1", CreatedMs: 1}))
+		require.NoError(t, other.DeleteUser(ctx, "ann"))
+		require.Equal(t, v0+5, version())
+		require.Error(t, s.SetDeviceToken(ctx, "d3", ""))
+	})
+}
+
 func TestSQLRecordsAfterClose(t *testing.T) {
 	s, err := Open(context.Background(), SQLConfig{URL: sqliteTestURL(t)}, nil)
 	require.NoError(t, err)
