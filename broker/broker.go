@@ -11,7 +11,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -41,6 +40,9 @@ type Config struct {
 	Prefix string `yaml:"prefix"`
 	// MaxPacketBytes caps an MQTT packet. Zero means 256 KiB.
 	MaxPacketBytes int `yaml:"max-packet-bytes"`
+	// Credentials are the device credentials; nil means anonymous devices
+	// are welcome (loopback development).
+	Credentials *Credentials `yaml:"-"`
 	// Sink receives every publish under Prefix. Required.
 	Sink Sink `yaml:"-"`
 	// OnPresence is told when a device goes online or offline. May be nil.
@@ -58,6 +60,7 @@ type Broker struct {
 	log       *slog.Logger
 	srv       *mqtt.Server
 	hook      *ingestHook
+	auth      *authHook
 	tcp       *tcpListener
 	tls       *listeners.TCP
 	closeOnce sync.Once
@@ -80,6 +83,9 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Credentials == nil {
+		cfg.Credentials = NewCredentials()
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -104,9 +110,12 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	})
 	b := &Broker{cfg: cfg, log: log, srv: srv, served: make(chan struct{})}
 	b.hook = newIngestHook(cfg, log)
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	b.auth = newAuthHook(cfg, log)
+	if err := srv.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
+	kick := b.kick
+	cfg.Credentials.changed.Store(&kick)
 	if err := srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("broker: add ingest hook: %w", err)
 	}

@@ -18,7 +18,7 @@ func (b *Broker) registerMetrics(r prometheus.Registerer) error {
 		Help: "MQTT PUBLISH packets received, on any topic.",
 	}, func() float64 { return float64(atomic.LoadInt64(&info.MessagesReceived)) })
 	var errs []error
-	for _, c := range []prometheus.Collector{clients, received, b.hook.offered, b.hook.dropped} {
+	for _, c := range []prometheus.Collector{clients, received, b.hook.offered, b.hook.dropped, b.auth.failures, b.auth.denied} {
 		errs = append(errs, r.Register(c))
 	}
 	return errors.Join(errs...)
