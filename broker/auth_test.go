@@ -51,7 +51,7 @@ func newAuthBroker(t *testing.T, sink Sink, tokens map[string]string, tlsCfg *tl
 func dial(t *testing.T, url, user, password string, tc *tls.Config) (paho.Client, <-chan error, error) {
 	t.Helper()
 	lost := make(chan error, 1)
-	o := paho.NewClientOptions().AddBroker(url).SetClientID("c-"+user+"-"+fmt.Sprint(time.Now().UnixNano())).
+	o := paho.NewClientOptions().AddBroker(url).SetClientID("c-" + user + "-" + fmt.Sprint(time.Now().UnixNano())).
 		SetUsername(user).SetPassword(password).SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
 	if tc != nil {
