@@ -38,8 +38,28 @@ type Config struct {
 	TLSConfig *tls.Config `yaml:"-"`
 	// Prefix is the first topic level of telemetry. Empty means "telemetry".
 	Prefix string `yaml:"prefix"`
-	// MaxPacketBytes caps an MQTT packet. Zero means 256 KiB.
+	// MaxPacketBytes caps an MQTT packet; a client sending a larger one is
+	// disconnected (limits.go). Zero means 256 KiB.
 	MaxPacketBytes int `yaml:"max-packet-bytes"`
+	// MaxInflight is each client's QoS 1 and 2 window, both ways: QoS 2
+	// publishes it may have unreleased (the Receive Maximum announced in
+	// CONNACK; one more and it is disconnected), and messages stored for
+	// it, sent or waiting (beyond it they are dropped and counted). Zero
+	// means 128; at most 65,535.
+	MaxInflight int `yaml:"max-inflight"`
+	// MaxConnsPerIP caps the connections from one IP address (IPv6: one
+	// /64). Loopback peers are not counted unless LimitLoopback is set.
+	// Zero means 100; negative means no limit.
+	MaxConnsPerIP int `yaml:"max-conns-per-ip"`
+	// LimitLoopback applies MaxConnsPerIP to loopback peers too. Off by
+	// default: the simulators, a local gateway or a reverse proxy in front
+	// of the WebSocket listener all connect from loopback.
+	LimitLoopback bool `yaml:"limit-loopback"`
+	// MaxKeepAlive is the longest keep-alive a client may have: one asking
+	// for none or for more is given this, so a silent connection is cut
+	// after one and a half of it. Whole seconds, from 1 s to 65,535 s.
+	// Zero means 20 minutes.
+	MaxKeepAlive time.Duration `yaml:"max-keepalive"`
 	// Credentials are the device credentials; nil means anonymous devices
 	// are welcome (loopback development).
 	Credentials *Credentials `yaml:"-"`
@@ -61,6 +81,7 @@ type Broker struct {
 	srv       *mqtt.Server
 	hook      *ingestHook
 	auth      *authHook
+	limits    *limits
 	tcp       *tcpListener
 	tls       *listeners.TCP
 	closeOnce sync.Once
@@ -78,9 +99,7 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "telemetry"
 	}
-	if cfg.MaxPacketBytes <= 0 {
-		cfg.MaxPacketBytes = 256 << 10
-	}
+	cfg.setLimitDefaults()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -93,7 +112,7 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	log = log.With("component", "broker")
 
 	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumPacketSize = uint32(cfg.MaxPacketBytes)
+	applyLimits(caps, cfg)
 	// Sessions of devices that went away are kept a day, not forever, so a
 	// fleet of one-off client ids cannot grow memory without bound.
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
@@ -111,6 +130,12 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 	b := &Broker{cfg: cfg, log: log, srv: srv, served: make(chan struct{})}
 	b.hook = newIngestHook(cfg, log)
 	b.auth = newAuthHook(cfg, log)
+	b.limits = newLimits(cfg, log, b.hook)
+	// Before the ingest hook, whose OnDisconnect forgets the session's
+	// devices, which the limits hook names.
+	if err := srv.AddHook(b.limits, nil); err != nil {
+		return nil, fmt.Errorf("broker: add limits hook: %w", err)
+	}
 	if err := srv.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
@@ -120,7 +145,7 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("broker: add ingest hook: %w", err)
 	}
 	b.tcp = newTCPListener("tcp", cfg.Addr)
-	if err := srv.AddListener(b.tcp); err != nil {
+	if err := srv.AddListener(b.limits.wrap(b.tcp)); err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
 	}
 	if cfg.TLSAddr != "" {
@@ -129,14 +154,14 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 			return nil, errors.New("broker: the MQTT TLS listener needs a certificate")
 		}
 		b.tls = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLSConfig})
-		if err := srv.AddListener(b.tls); err != nil {
+		if err := srv.AddListener(b.limits.wrap(b.tls)); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("broker: listen for MQTT over TLS on %s: %w", cfg.TLSAddr, err)
 		}
 	}
 	if cfg.WSAddr != "" {
 		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.WSAddr})
-		if err := srv.AddListener(ws); err != nil {
+		if err := srv.AddListener(b.limits.wrap(ws)); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("broker: listen for MQTT over WebSocket on %s: %w", cfg.WSAddr, err)
 		}

@@ -17,8 +17,13 @@ func (b *Broker) registerMetrics(r prometheus.Registerer) error {
 		Name: "telegauge_mqtt_messages_received_total",
 		Help: "MQTT PUBLISH packets received, on any topic.",
 	}, func() float64 { return float64(atomic.LoadInt64(&info.MessagesReceived)) })
+	inflightDropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "telegauge_mqtt_inflight_dropped_total",
+		Help: "QoS 1 and 2 messages to clients dropped because the client's window (--mqtt-max-inflight) was full.",
+	}, func() float64 { return float64(atomic.LoadInt64(&info.InflightDropped)) })
 	var errs []error
-	for _, c := range []prometheus.Collector{clients, received, b.hook.offered, b.hook.dropped, b.auth.failures, b.auth.denied} {
+	for _, c := range []prometheus.Collector{clients, received, inflightDropped, b.hook.offered, b.hook.dropped,
+		b.auth.failures, b.auth.denied, b.limits.refusals, b.limits.keepAlives} {
 		errs = append(errs, r.Register(c))
 	}
 	return errors.Join(errs...)

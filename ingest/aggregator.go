@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -40,6 +41,17 @@ type Config struct {
 	MaxSeries int `yaml:"max-series"`
 	// MaxDevices caps the devices tracked. Zero means 100,000.
 	MaxDevices int `yaml:"max-devices"`
+	// MaxRatePerDevice caps the readings per second one device may have
+	// accepted: a token bucket per device, refilled at this rate by the
+	// publishes' arrival times, holding at most MaxBurstPerDevice. Readings
+	// beyond it are rejected as rate_limited. Zero means 1,000;
+	// negative means no limit.
+	MaxRatePerDevice float64 `yaml:"max-rate-per-device"`
+	// MaxBurstPerDevice is the size of that bucket: how many readings a
+	// device that has been quiet may send at once (a device replaying its
+	// offline buffer, say). Zero means ten seconds' worth of
+	// MaxRatePerDevice; it is at least 1.
+	MaxBurstPerDevice int `yaml:"max-burst-per-device"`
 	// RawPoints is how many recent raw readings are kept per series. Zero
 	// means 256; negative keeps none.
 	RawPoints int `yaml:"raw-points"`
@@ -90,6 +102,7 @@ type Aggregator struct {
 	decoders sync.Pool // *Decoder: decoding needs scratch space, not a lock
 	stopped  atomic.Bool
 	flushMu  sync.Mutex // serialises flushes (ticker and Flush), across the store write
+	limitLog logBudget  // lines about devices over their limits
 }
 
 // New validates cfg and returns an Aggregator; Run starts it.
@@ -115,6 +128,12 @@ func New(cfg Config, log *slog.Logger) (*Aggregator, error) {
 	}
 	if cfg.MaxDevices <= 0 {
 		cfg.MaxDevices = 100_000
+	}
+	if cfg.MaxRatePerDevice == 0 {
+		cfg.MaxRatePerDevice = 1000
+	}
+	if cfg.MaxBurstPerDevice <= 0 {
+		cfg.MaxBurstPerDevice = max(1, int(math.Min(10*cfg.MaxRatePerDevice, math.MaxInt32)))
 	}
 	if cfg.RawPoints == 0 {
 		cfg.RawPoints = 256

@@ -80,12 +80,13 @@ const (
 	ReasonTooOld                      // ts older than the late window
 	ReasonTooManySeries               // the device is at its series limit
 	ReasonOverload                    // ingest queue full: dropped before decoding
+	ReasonRateLimited                 // the device is over its readings/s limit
 	NumReasons          int    = iota
 )
 
 var reasonNames = [NumReasons]string{
 	"malformed", "too_large", "bad_name", "not_finite", "bad_time",
-	"future", "too_old", "too_many_series", "overload",
+	"future", "too_old", "too_many_series", "overload", "rate_limited",
 }
 
 // String returns the reason's API name, such as "too_old".
@@ -107,11 +108,12 @@ var (
 	ErrTooOld        = errors.New("timestamp older than the late window")
 	ErrTooManySeries = errors.New("too many series for device")
 	ErrOverload      = errors.New("ingest overloaded")
+	ErrRateLimited   = errors.New("device over its reading rate")
 )
 
 var reasonErrs = [NumReasons]error{
 	ErrMalformed, ErrTooLarge, ErrBadName, ErrNotFinite, ErrBadTime,
-	ErrFuture, ErrTooOld, ErrTooManySeries, ErrOverload,
+	ErrFuture, ErrTooOld, ErrTooManySeries, ErrOverload, ErrRateLimited,
 }
 
 // Err returns the sentinel error of the reason.

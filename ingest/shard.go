@@ -64,6 +64,14 @@ type device struct {
 	// seconds; rateSec[i] says which second slot i holds.
 	rate    [rateSlots]uint32
 	rateSec [rateSlots]int64
+	// tokens is the readings the device may still send now (see
+	// takeToken), as of tokensMs; tokensMs 0 means a full bucket.
+	tokens   float64
+	tokensMs int64
+	// limitLogMs is when the device was last named in a limit warning;
+	// limitRejected counts its readings rejected by limits since then.
+	limitLogMs    int64
+	limitRejected uint64
 }
 
 // rateSlots is one more than the 10 s rate window so the second in progress
@@ -103,7 +111,15 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 		}
 	}
 	wasEmpty := len(s.live) == 0
+	rate, burst := s.a.cfg.MaxRatePerDevice, s.a.cfg.MaxBurstPerDevice
+	var limited [2]int // readings rejected as rate_limited, too_many_series
 	for _, r := range d.Readings {
+		if rate > 0 && dev != nil && !dev.takeToken(atMs, rate, burst) {
+			s.rejected[ReasonRateLimited]++
+			dev.rejected[ReasonRateLimited]++
+			limited[0]++
+			continue
+		}
 		ser := s.series[r.Series]
 		if ser == nil {
 			var reason Reason
@@ -112,6 +128,7 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 				if dev != nil {
 					dev.rejected[reason]++
 				}
+				limited[1]++
 				continue
 			}
 		}
@@ -125,7 +142,19 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 		s.pushLiveLocked(Reading{Series: ser.id, TimeMs: r.TimeMs, Value: r.Value})
 	}
 	notify := wasEmpty && len(s.live) > 0
+	var hits [2]limitHit
+	var logHit [2]bool
+	for i, reason := range [2]Reason{ReasonRateLimited, ReasonTooManySeries} {
+		if limited[i] > 0 {
+			hits[i], logHit[i] = s.noteLimitLocked(dev, reason, limited[i], atMs)
+		}
+	}
 	s.mu.Unlock()
+	for i := range hits {
+		if logHit[i] {
+			s.a.logLimit(d.Device, hits[i])
+		}
+	}
 	if notify && s.a.cfg.Notify != nil {
 		s.a.cfg.Notify()
 	}
