@@ -2,6 +2,7 @@ package broker
 
 import (
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -75,9 +76,15 @@ func (c *Credentials) check(id, token string) (ok bool, known bool, err error) {
 		_, _ = secret.Verify(dummyHash, token)
 		return false, false, nil
 	}
+	if h == secret.Revoked {
+		return false, true, errRevoked
+	}
 	ok, err = c.verifier.Verify(h, token)
 	return ok, true, err
 }
+
+// errRevoked is a check of a revoked device.
+var errRevoked = errors.New("device revoked")
 
 // dummyHash is a well-formed hash no token matches.
 var dummyHash = func() string {
@@ -166,6 +173,9 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	}
 	ok, known, err := h.creds.check(user, string(pk.Connect.Password))
 	switch {
+	case errors.Is(err, errRevoked):
+		h.refuse(cl, "revoked", user)
+		return false
 	case err != nil:
 		h.log.Error("device credential unreadable", "device", user, "err", err)
 		h.refuse(cl, "bad_hash", user)

@@ -54,20 +54,30 @@ func TestConfigFileErrors(t *testing.T) {
 // TestProtectedMode: anonymous access only while every listener is on
 // loopback (DESIGN.md §5).
 func TestProtectedMode(t *testing.T) {
+	devices, users := credentialCounts{devices: 1}, credentialCounts{users: 1}
+	both, none := credentialCounts{devices: 1, users: 1}, credentialCounts{}
 	for _, tc := range []struct {
 		name    string
 		cmd     ServeCmd
+		creds   credentialCounts
 		wantErr string
 	}{
-		{"loopback", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "[::1]:1883"}, ""},
-		{"localhost", ServeCmd{Auth: "auto", HTTPAddr: "localhost:8080", MQTTAddr: "127.0.0.1:1883"}, ""},
-		{"all interfaces", ServeCmd{Auth: "auto", HTTPAddr: ":8080", MQTTAddr: "127.0.0.1:1883"}, "--http-addr :8080 is not a loopback address"},
-		{"public mqtt", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "0.0.0.0:1883"}, "telegauge devices add"},
-		{"public debug", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "127.0.0.1:1883", DebugAddr: "0.0.0.0:6060"}, "--debug-addr"},
-		{"required", ServeCmd{Auth: "required", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "127.0.0.1:1883"}, "--auth required"},
+		{"loopback", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "[::1]:1883"}, none, ""},
+		{"localhost", ServeCmd{Auth: "auto", HTTPAddr: "localhost:8080", MQTTAddr: "127.0.0.1:1883"}, none, ""},
+		{"all interfaces", ServeCmd{Auth: "auto", HTTPAddr: ":8080", MQTTAddr: "127.0.0.1:1883"}, none, "--http-addr :8080 is not a loopback address"},
+		{"public http, devices only", ServeCmd{Auth: "auto", HTTPAddr: ":8080", MQTTAddr: "127.0.0.1:1883"}, devices, "telegauge users add"},
+		{"public http with users", ServeCmd{Auth: "auto", HTTPAddr: ":8080", MQTTAddr: "127.0.0.1:1883"}, users, ""},
+		{"public mqtt", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "0.0.0.0:1883"}, users, "telegauge devices add"},
+		{"public mqtt with devices", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "0.0.0.0:1883"}, devices, ""},
+		{"public tls with client CA", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "127.0.0.1:1883", MQTTTLSAddr: ":8883", MQTTTLSClientCA: "ca.pem"}, none, ""},
+		{"public websocket", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "127.0.0.1:1883", MQTTWSAddr: ":8083"}, none, "--mqtt-ws-addr"},
+		{"everything public", ServeCmd{Auth: "auto", HTTPAddr: ":8080", MQTTAddr: ":1883", MQTTWSAddr: ":8083"}, both, ""},
+		{"public debug", ServeCmd{Auth: "auto", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "127.0.0.1:1883", DebugAddr: "0.0.0.0:6060"}, both, "--debug-addr"},
+		{"required", ServeCmd{Auth: "required", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "127.0.0.1:1883"}, none, ""},
+		{"required in memory", ServeCmd{Auth: "required", DB: "memory", HTTPAddr: "127.0.0.1:8080", MQTTAddr: "127.0.0.1:1883"}, none, "--db memory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cmd.checkAuth()
+			err := tc.cmd.checkAuth(tc.creds)
 			if tc.wantErr == "" {
 				require.NoError(t, err)
 				return

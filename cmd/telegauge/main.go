@@ -15,6 +15,7 @@ type cli struct {
 	Serve   ServeCmd   `cmd:"" help:"Run one node: MQTT broker, ingest and the web dashboard."`
 	Sim     SimCmd     `cmd:"" help:"Simulate device fleets and dashboard viewers (load testing)."`
 	Bench   BenchCmd   `cmd:"" help:"Run the benchmark matrix against a server and write a report."`
+	Devices DevicesCmd `cmd:"" help:"Manage device credentials (MQTT username = device id, password = token)."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
 }
 

@@ -31,9 +31,14 @@ type ServeCmd struct {
 	HTTPAddr   string          `name:"http-addr" default:"127.0.0.1:8080" help:"HTTP listener: dashboard, API and live streams."`
 	MQTTAddr   string          `name:"mqtt-addr" default:"127.0.0.1:1883" help:"MQTT listener for devices."`
 	MQTTWSAddr string          `name:"mqtt-ws-addr" help:"MQTT over WebSocket listener for devices (off when empty)."`
-	Heartbeat  time.Duration   `default:"15s" help:"Live-stream heartbeat interval."`
-	Auth       string          `enum:"auto,required" default:"auto" help:"auto: anonymous devices and viewers while every listener is on loopback and no credentials exist; required: always demand credentials."`
-	Demo       int             `help:"Also run N simulated devices in-process." placeholder:"N"`
+	// Device TLS (serve_devices.go).
+	MQTTTLSAddr     string        `name:"mqtt-tls-addr" help:"MQTT over TLS listener for devices, e.g. 0.0.0.0:8883 (off when empty)." placeholder:"ADDR"`
+	MQTTTLSCert     string        `name:"mqtt-tls-cert" help:"PEM certificate (chain) of the MQTT TLS listener." placeholder:"FILE"`
+	MQTTTLSKey      string        `name:"mqtt-tls-key" help:"PEM private key of the MQTT TLS listener." placeholder:"FILE"`
+	MQTTTLSClientCA string        `name:"mqtt-tls-client-ca" help:"PEM CA whose client certificates authenticate devices on the TLS listener (device id = the certificate's common name)." placeholder:"FILE"`
+	Heartbeat       time.Duration `default:"15s" help:"Live-stream heartbeat interval."`
+	Auth            string        `enum:"auto,required" default:"auto" help:"auto: anonymous devices and viewers while every listener is on loopback and no credentials exist; required: always demand credentials."`
+	Demo            int           `help:"Also run N simulated devices in-process." placeholder:"N"`
 
 	DataDir string `default:"./data" help:"Where the SQLite history database lives (telegauge.db)."`
 	DB      string `name:"db" help:"Keep history in PostgreSQL instead (postgres://user:pass@host/db), or 'memory' for none that survives a restart."`
@@ -63,9 +68,6 @@ const shutdownDeadline = 10 * time.Second
 // its queue and flushes.
 func (c *ServeCmd) Run() error {
 	log := newLogger(c.LogLevel, c.LogFormat)
-	if err := c.checkAuth(); err != nil {
-		return err
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	n, err := c.build(log)
@@ -75,20 +77,25 @@ func (c *ServeCmd) Run() error {
 	return n.run(ctx, log)
 }
 
-// checkAuth applies protected mode (DESIGN.md §5): with no way to hold
-// credentials yet, only loopback listeners may run, anonymously.
-func (c *ServeCmd) checkAuth() error {
-	if c.Auth == "required" {
-		return errors.New("--auth required: this version has no device or user credentials yet, so nothing could connect; run with --auth auto on loopback addresses")
-	}
+// checkAuth applies protected mode (DESIGN.md §5): a listener off
+// loopback needs credentials for who comes through it; --auth required
+// needs a database to hold them.
+func (c *ServeCmd) checkAuth(n credentialCounts) error {
 	if c.DebugAddr != "" && !isLoopback(c.DebugAddr) {
 		return fmt.Errorf("--debug-addr %s must be a loopback address: profiles expose internals", c.DebugAddr)
 	}
-	for name, addr := range map[string]string{"--http-addr": c.HTTPAddr, "--mqtt-addr": c.MQTTAddr, "--mqtt-ws-addr": c.MQTTWSAddr} {
-		if addr != "" && !isLoopback(addr) {
-			return fmt.Errorf("%s %s is not a loopback address and no credentials are configured: anonymous access is only allowed on loopback. "+
-				"Add credentials (telegauge devices add, telegauge users add) or bind to 127.0.0.1 behind a reverse proxy", name, addr)
+	if c.Auth == "required" && c.DB == "memory" {
+		return errors.New("--auth required needs credentials, and --db memory keeps none: use the SQLite data directory or PostgreSQL")
+	}
+	for _, l := range []struct{ flag, addr string }{{"--mqtt-addr", c.MQTTAddr}, {"--mqtt-ws-addr", c.MQTTWSAddr}, {"--mqtt-tls-addr", c.MQTTTLSAddr}} {
+		if l.addr != "" && !isLoopback(l.addr) && n.devices == 0 && c.MQTTTLSClientCA == "" {
+			return fmt.Errorf("%s %s is not a loopback address and no device credentials exist: anonymous devices are only allowed on loopback. "+
+				"Add credentials with `telegauge devices add ID` (same --data-dir/--db), or bind to 127.0.0.1", l.flag, l.addr)
 		}
+	}
+	if !isLoopback(c.HTTPAddr) && n.users == 0 {
+		return fmt.Errorf("--http-addr %s is not a loopback address and no users exist: anonymous viewers are only allowed on loopback. "+
+			"Add one with `telegauge users add NAME --role admin` (same --data-dir/--db), or bind to 127.0.0.1 behind a reverse proxy", c.HTTPAddr)
 	}
 	return nil
 }
@@ -123,6 +130,7 @@ type node struct {
 	hub    *dashboard.Hub
 	broker *broker.Broker
 	web    *web.Server
+	creds  *broker.Credentials
 }
 
 func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
@@ -145,6 +153,28 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 			return nil, fmt.Errorf("open history: %w", err)
 		}
 		n.store = n.sql
+	}
+	counts, err := countCredentials(context.Background(), n.sql)
+	if err == nil {
+		err = c.checkAuth(counts)
+	}
+	if err != nil {
+		_ = n.store.Close()
+		return nil, err
+	}
+	tlsCfg, err := c.mqttTLS()
+	if err != nil {
+		_ = n.store.Close()
+		return nil, err
+	}
+	n.creds = broker.NewCredentials()
+	if n.sql != nil {
+		if err := n.loadDeviceCredentials(context.Background()); err != nil {
+			_ = n.store.Close()
+			return nil, fmt.Errorf("load device credentials: %w", err)
+		}
+	} else {
+		n.creds.Set(nil, c.devicesRequired(counts))
 	}
 	if n.agg, err = ingest.New(ingest.Config{
 		Decode:             ingest.DecodeConfig{Prefix: c.Prefix, LateWindow: c.LateWindow},
@@ -183,10 +213,13 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	if n.broker, err = broker.New(broker.Config{
-		Addr:   c.MQTTAddr,
-		WSAddr: c.MQTTWSAddr,
-		Prefix: c.Prefix,
-		Sink:   n.agg,
+		Addr:        c.MQTTAddr,
+		WSAddr:      c.MQTTWSAddr,
+		TLSAddr:     c.MQTTTLSAddr,
+		TLSConfig:   tlsCfg,
+		Credentials: n.creds,
+		Prefix:      c.Prefix,
+		Sink:        n.agg,
 		OnPresence: func(device string, online bool, at time.Time) {
 			n.agg.SetPresence(device, online, at)
 			n.hub.PublishPresence(device, online, at)
@@ -242,6 +275,7 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	back.Go(func() error { return failed("store", n.store.Run(backCtx)) })
 	if n.sql != nil {
 		back.Go(func() error { return n.saveDevices(backCtx, log) })
+		back.Go(func() error { return n.watchCredentials(backCtx, log) })
 	}
 	ing.Go(func() error { return failed("ingest", n.agg.Run(ingestCtx)) })
 	brk.Go(func() error { return failed("broker", n.broker.Run(brokerCtx)) })

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+
+	"github.com/telegauge/telegauge/internal/secret"
 )
 
 // DeviceRecord is a device as the database keeps it.
@@ -321,16 +323,17 @@ func (s *SQL) SetDeviceToken(ctx context.Context, id, tokenHash string) error {
 	return nil
 }
 
-// RevokeDevice removes device id's credential (its history stays); a
-// device with none is ErrNotFound.
+// RevokeDevice replaces device id's credential with secret.Revoked (its history
+// stays); a device without a live credential is ErrNotFound.
 func (s *SQL) RevokeDevice(ctx context.Context, id string) error {
-	if err := s.changeCredential(ctx, `UPDATE devices SET token_hash = '' WHERE id = ? AND token_hash <> ''`, id); err != nil {
+	if err := s.changeCredential(ctx, `UPDATE devices SET token_hash = ? WHERE id = ? AND token_hash <> '' AND token_hash <> ?`, secret.Revoked, id, secret.Revoked); err != nil {
 		return fmt.Errorf("revoke device %s: %w", id, err)
 	}
 	return nil
 }
 
-// DeviceTokens returns the credential hash of every device that has one.
+// DeviceTokens returns the credential hash of every device that has one,
+// secret.Revoked included.
 func (s *SQL) DeviceTokens(ctx context.Context) (map[string]string, error) {
 	out := map[string]string{}
 	err := s.query(ctx, `SELECT id, token_hash FROM devices WHERE token_hash <> ''`, func(rs *sql.Rows) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/telegauge/telegauge/ingest/rollup"
 	"github.com/telegauge/telegauge/internal/pgtest"
+	"github.com/telegauge/telegauge/internal/secret"
 )
 
 // newTestSQL opens a store with cfg on a fake clock at t0 and closes it
@@ -291,7 +292,10 @@ func TestSQLCredentials(t *testing.T) {
 		require.Equal(t, v0+3, version())
 		toks, err = s.DeviceTokens(ctx)
 		require.NoError(t, err)
-		require.Equal(t, map[string]string{"d2": "h2"}, toks)
+		require.Equal(t, map[string]string{"d1": secret.Revoked, "d2": "h2"}, toks)
+		require.NoError(t, other.SetDeviceToken(ctx, "d1", "h1b"), "a revoked device can get a new token")
+		require.NoError(t, other.RevokeDevice(ctx, "d1"))
+		v0 += 2
 		devs, err := s.Devices(ctx)
 		require.NoError(t, err)
 		require.Len(t, devs, 2, "a revoked device keeps its record")

@@ -53,6 +53,12 @@ func Hash(token string) (string, error) {
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
+// Revoked is the stored hash of a revoked credential: no token matches
+// it, and unlike no credential at all it keeps the server demanding
+// credentials (the last revocation must not reopen the door to anonymous
+// devices).
+const Revoked = "revoked"
+
 // ErrMalformedHash is a stored hash Verify cannot read.
 var ErrMalformedHash = errors.New("malformed credential hash")
 
