@@ -106,6 +106,12 @@ type SeriesData struct {
 	Last   []float64 `json:"last"` // the value with the latest reading time
 }
 
+// MaxQueryMs bounds query times and steps: 2^53 ms, about 285,000 years
+// either side of 1970. Reading times come from real clocks (the decoder keeps
+// them within minutes or days of the server's), so nothing is cut off, and
+// sums of a few such times or steps cannot overflow an int64.
+const MaxQueryMs = 1 << 53
+
 // niceSteps are the automatic steps, all multiples of a tier's step.
 var niceSteps = []time.Duration{
 	time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second,
@@ -130,6 +136,15 @@ func (q *Querier) Query(ctx context.Context, req QueryRequest) ([]SeriesData, er
 	}
 	if req.ToMs <= req.FromMs {
 		return nil, Errorf(CodeInvalid, "empty range: to must be after from")
+	}
+	if req.StepMs > MaxQueryMs {
+		return nil, Errorf(CodeInvalid, "step too long")
+	}
+	// No reading lies outside ±MaxQueryMs; clamping the range there keeps
+	// the step arithmetic below from overflowing on absurd ranges.
+	req.FromMs, req.ToMs = max(req.FromMs, -MaxQueryMs), min(req.ToMs, MaxQueryMs)
+	if req.ToMs <= req.FromMs {
+		req.FromMs, req.ToMs = 0, 0 // wholly outside: an empty answer
 	}
 	maxPoints := req.MaxPoints
 	switch {
@@ -322,14 +337,14 @@ func ParseDuration(s string) (time.Duration, error) {
 		if num, ok := strings.CutSuffix(s, suffix); ok {
 			n, err := strconv.ParseInt(num, 10, 32)
 			if err != nil || n < 0 || n > 100*52 {
-				return 0, fmt.Errorf("invalid duration %q", s)
+				return 0, fmt.Errorf("invalid duration %.40q", s)
 			}
 			return time.Duration(n) * unit, nil
 		}
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q", s)
+		return 0, fmt.Errorf("invalid duration %.40q", s)
 	}
 	return d, nil
 }

@@ -50,10 +50,26 @@ func (s *Server) handleExport(c *fiber.Ctx) error {
 	if toMs <= fromMs {
 		return dashboard.Errorf(dashboard.CodeInvalid, "empty range: to must be after from")
 	}
-	pageBuckets := int64(s.cfg.ExportPageBuckets)
+	// Clamp to the times the server can hold (as Query does), so that the
+	// page arithmetic below cannot overflow, and bound the work: an export
+	// pages through its whole range, even where there is no data.
+	fromMs, toMs = max(fromMs, -dashboard.MaxQueryMs), min(toMs, dashboard.MaxQueryMs)
+	if toMs <= fromMs {
+		return dashboard.Errorf(dashboard.CodeInvalid, "range outside the times the server holds")
+	}
+	if stepMs > dashboard.MaxQueryMs {
+		return dashboard.Errorf(dashboard.CodeInvalid, "step too long")
+	}
+	buckets := (toMs - fromMs + stepMs - 1) / stepMs
+	if buckets > maxExportBuckets/int64(len(series)) {
+		return dashboard.Errorf(dashboard.CodeInvalid,
+			"export too large: at most %d buckets in all (series × range ÷ step); use a coarser step or a shorter range", maxExportBuckets)
+	}
+	pageBuckets := min(int64(s.cfg.ExportPageBuckets), buckets)
+	pageMs := stepMs * pageBuckets // at most the range and a step: no overflow
 	page := func(ctx context.Context, id string, lo int64) (dashboard.SeriesData, error) {
 		d, err := s.cfg.Querier.Query(ctx, dashboard.QueryRequest{
-			Series: []string{id}, FromMs: lo, ToMs: min(lo+stepMs*pageBuckets, toMs),
+			Series: []string{id}, FromMs: lo, ToMs: min(lo+pageMs, toMs),
 			StepMs: stepMs, MaxPoints: int(pageBuckets),
 		})
 		if err != nil {
@@ -103,7 +119,7 @@ func (s *Server) handleExport(c *fiber.Ctx) error {
 		}
 		for i, id := range series {
 			d := first[i]
-			for lo := fromMs; lo < toMs; lo += stepMs * pageBuckets {
+			for lo := fromMs; lo < toMs; lo += pageMs {
 				if lo != fromMs {
 					var err error
 					if d, err = page(ctx, id, lo); err != nil {
@@ -141,6 +157,11 @@ func (s *Server) handleExport(c *fiber.Ctx) error {
 	})
 	return nil
 }
+
+// maxExportBuckets bounds one export: series × buckets of the range. At
+// 1 s that is about 115 days of one series, some 800 MB of CSV, read in
+// pages of ExportPageBuckets.
+const maxExportBuckets = 10_000_000
 
 func appendCSVRow(b []byte, id string, d dashboard.SeriesData, j int) []byte {
 	b = append(b, id...) // series ids have no commas or quotes

@@ -85,6 +85,9 @@ func TestExportErrors(t *testing.T) {
 		{"raw step", "series=dev1/temp&step=raw", "step", 400},
 		{"bad format", "series=dev1/temp&format=xml", "format", 400},
 		{"empty range", "series=dev1/temp&from=-1h&to=-2h", "empty range", 400},
+		{"too many buckets", "series=dev1/temp&step=1s&from=0", "export too large", 400},
+		{"too many buckets in all", "series=" + strings.Repeat("dev1/temp,", 200) + "&step=1s&from=-1d", "export too large", 400},
+		{"range beyond any reading", "series=dev1/temp&from=9007199254740993&to=9223372036854775807", "outside", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if strings.Contains(tc.query, "dev1/temp") {
