@@ -724,6 +724,21 @@ func (h *Hub) Detach(v *Viewer) string {
 	return formatCursor(h.epoch, h.seq)
 }
 
+// End ends one viewer as the hub ends a slow one: it stops live delivery
+// and queues a final EventClosing that gives reason, which Viewer.Reason
+// then reports. The web tier ends the streams of an operator whose
+// credentials were withdrawn this way. A viewer already ended or closed is
+// left alone.
+func (h *Hub) End(v *Viewer, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.viewers[v]; !ok {
+		return
+	}
+	h.detachLocked(v)
+	v.end(Event{Kind: EventClosing, TimeMs: h.cfg.Clock.Now().UnixMilli(), Reason: reason, Cursor: formatCursor(h.epoch, h.seq)}, reason)
+}
+
 // Notify queues a transport-level event (such as EventError) to v.
 func (h *Hub) Notify(v *Viewer, e Event) {
 	h.mu.Lock()

@@ -42,6 +42,11 @@ func (s *Server) handlePoll(c *fiber.Ctx) error {
 		return err
 	}
 	defer v.Close()
+	who := principalOf(c)
+	if !s.auth.track(who, v) { // auth.go: ended when its operator loses access
+		return unauthorized(c, "credentials revoked")
+	}
+	defer s.auth.untrack(v)
 
 	var a pollAnswer
 	var evs []dashboard.Event
@@ -68,6 +73,9 @@ wait:
 	// Detach, then drain: every frame up to the returned cursor has been
 	// queued to v, so the next poll from it misses nothing.
 	next := hub.Detach(v)
+	if !s.auth.valid(who) {
+		return unauthorized(c, "credentials revoked")
+	}
 	a.collect(v.Next(evs[:0]))
 	s.metrics.frames.WithLabelValues(transport).Inc()
 	return c.Send(appendPollJSON(make([]byte, 0, 64+len(a.points)*48), next, a.points, a.gap, a.reset))

@@ -37,6 +37,10 @@ func (s *Server) handleSSE(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	if !s.auth.track(principalOf(c), v) { // auth.go: ended when its operator loses access
+		v.Close()
+		return unauthorized(c, "credentials revoked")
+	}
 	h := &c.Response().Header
 	h.Set(fiber.HeaderContentType, "text/event-stream; charset=utf-8")
 	// no-transform keeps proxies from compressing (and so buffering) the stream.
@@ -55,6 +59,7 @@ func (s *Server) handleSSE(c *fiber.Ctx) error {
 		s.streams.Go(func() {
 			defer conn.Close()
 			defer v.Close()
+			defer s.auth.untrack(v)
 			s.metrics.streams.WithLabelValues("sse").Inc()
 			defer s.metrics.streams.WithLabelValues("sse").Dec()
 			w := &sseConn{s: s, conn: conn}

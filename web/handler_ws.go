@@ -112,6 +112,7 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 		return err
 	}
 	remote := c.IP()
+	who := principalOf(c)
 	err = s.upgrader.up.Upgrade(c.Context(), func(conn *websocket.Conn) {
 		// As for SSE: serve on our own goroutine so that fasthttp can
 		// release the request's context now. Returning here is safe: the
@@ -128,6 +129,13 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 				return
 			}
 			defer v.Close()
+			if !s.auth.track(who, v) { // auth.go: ended when its operator loses access
+				_ = conn.WriteControl(websocket.CloseMessage,
+					websocket.FormatCloseMessage(closePolicy, "credentials revoked"), time.Now().Add(closeWriteWaitSlack))
+				_ = conn.Close()
+				return
+			}
+			defer s.auth.untrack(v)
 			s.metrics.streams.WithLabelValues("ws").Inc()
 			defer s.metrics.streams.WithLabelValues("ws").Dec()
 			s.serveWS(conn, v, minInterval, remote)

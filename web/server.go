@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,15 @@ type Config struct {
 	Gatherer prometheus.Gatherer `yaml:"-"`
 	// Registerer receives the web tier's metrics; nil means none.
 	Registerer prometheus.Registerer `yaml:"-"`
+
+	// Access says who may use the API (auth.go); SetAccess replaces it.
+	// The zero value lets everyone in anonymously.
+	Access Access `yaml:"-"`
+	// Auth tunes sessions and login limits.
+	Auth AuthConfig `yaml:"auth"`
+	// TLS, when set, makes the listener speak HTTPS (and adds HSTS and
+	// Secure cookies).
+	TLS *tls.Config `yaml:"-"`
 }
 
 // Server is the HTTP side of Telegauge: the API, the live transports and the
@@ -86,6 +96,8 @@ type Server struct {
 	closing  atomic.Bool
 	upgrader wsUpgrader
 	streams  sync.WaitGroup // SSE and WebSocket connection goroutines
+	auth     *auth
+	csp      string // the Content-Security-Policy header (headers.go)
 }
 
 // New builds the app and binds its listener; Run serves it.
@@ -128,6 +140,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "web")}
 	s.metrics = newWebMetrics()
+	var err error
+	if s.auth, err = newAuth(cfg.Auth, cfg.Access, cfg.TLS != nil, cfg.Hub, s.log); err != nil {
+		return nil, err
+	}
+	s.metrics.collectors = append(s.metrics.collectors, s.auth.met.collectors()...)
+	s.csp = contentPolicy()
 	if cfg.Registerer != nil {
 		if err := s.metrics.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("web: register metrics: %w", err)
@@ -159,16 +177,24 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("web: listen on %s: %w", cfg.Addr, err)
 	}
 	s.ln = timeoutListener{Listener: ln, userTimeout: 2 * cfg.Hub.Heartbeat()}
+	if cfg.TLS != nil {
+		s.ln = tls.NewListener(s.ln, cfg.TLS)
+	}
 	return s, nil
 }
 
 func (s *Server) routes() {
+	s.app.Use(s.securityHeaders)
 	s.app.Get("/healthz", s.handleHealth)
 	s.app.Get("/readyz", s.handleReady)
 	if s.cfg.Gatherer != nil {
-		s.app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})))
+		// Metrics name devices and count everything: an operator's
+		// credentials are needed when auth is on (Prometheus sends a
+		// bearer token with `authorization: {credentials: ...}`).
+		s.app.Get("/metrics", s.requireAuth, adaptor.HTTPHandler(promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
 	api := s.app.Group("/api/v1")
+	s.routesAuth(api) // login, logout; authentication for everything below
 	api.Get("/devices", s.handleDevices)
 	api.Get("/query", s.handleQuery)
 	api.Get("/export", s.handleExport)
@@ -176,10 +202,10 @@ func (s *Server) routes() {
 	api.Get("/ws", s.transport("ws", s.handleWS))
 	api.Get("/poll", s.transport("longpoll", s.handlePoll))
 	api.Get("/dashboards", s.handleBoardsList)
-	api.Post("/dashboards", s.handleBoardCreate)
+	api.Post("/dashboards", s.needRole(RoleAdmin), s.handleBoardCreate)
 	api.Get("/dashboards/:id", s.handleBoardGet)
-	api.Put("/dashboards/:id", s.handleBoardPut)
-	api.Delete("/dashboards/:id", s.handleBoardDelete)
+	api.Put("/dashboards/:id", s.needRole(RoleAdmin), s.handleBoardPut)
+	api.Delete("/dashboards/:id", s.needRole(RoleAdmin), s.handleBoardDelete)
 	api.Use(func(c *fiber.Ctx) error {
 		return dashboard.Errorf(dashboard.CodeNotFound, "no such endpoint: %s %s", c.Method(), c.Path())
 	})
@@ -195,6 +221,12 @@ func (s *Server) transport(name string, h fiber.Handler) fiber.Handler {
 		return dashboard.Errorf(dashboard.CodeNotFound, "the %s transport is disabled on this server", name)
 	}
 }
+
+// SetAccess replaces who may use the API. Whoever lost access (a removed
+// user, a re-issued token, anonymous viewers once access is required) loses
+// it at once: their sessions end and their live streams are closed. Safe
+// for concurrent use.
+func (s *Server) SetAccess(a Access) { s.auth.set(a) }
 
 // Addr returns the address the listener is bound to.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

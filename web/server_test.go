@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,8 +152,14 @@ func newTestServer(t testing.TB, opts ...testOption) *testServer {
 		defer cancel()
 		require.NoError(t, ts.fake.BlockUntilContext(ctx, ts.baseWaiters), "hub and aggregator tickers")
 	}
+	client := http.DefaultClient
+	if wc.TLS != nil {
+		ts.url, ts.wsURL = "https://"+ts.srv.Addr(), "wss://"+ts.srv.Addr()
+		// The test's own certificate: TestTLS verifies it properly.
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
 	eventually(t, waitTimeout, func() error {
-		resp, err := http.Get(ts.url + "/healthz")
+		resp, err := client.Get(ts.url + "/healthz")
 		if err != nil {
 			return err
 		}

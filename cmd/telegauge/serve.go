@@ -46,6 +46,13 @@ type ServeCmd struct {
 	Prefix             string        `default:"telemetry" help:"First MQTT topic level of telemetry."`
 	LateWindow         time.Duration `default:"24h" help:"Oldest reading time accepted, relative to now."`
 	MaxSeriesPerDevice int           `default:"1000" help:"Series one device may create."`
+	// Device limits (broker/limits.go, ingest/limits.go).
+	MaxRatePerDevice   float64       `default:"1000" help:"Readings per second one device may have accepted; more are rejected as rate_limited (negative: no limit)."`
+	MaxBurstPerDevice  int           `default:"0" help:"Readings a device that has been quiet may send at once, e.g. replaying its offline buffer (0: ten seconds' worth of --max-rate-per-device)."`
+	MQTTMaxPacketBytes int           `name:"mqtt-max-packet-bytes" default:"262144" help:"Largest MQTT packet; a client sending a larger one is disconnected."`
+	MQTTMaxInflight    int           `name:"mqtt-max-inflight" default:"128" help:"QoS 1/2 window per MQTT client, each way: unreleased QoS 2 publishes it may have (one more disconnects it), messages stored for it (more are dropped)."`
+	MQTTMaxConnsPerIP  int           `name:"mqtt-max-conns-per-ip" default:"100" help:"MQTT connections per IP address (IPv6: per /64); loopback is not counted (negative: no limit)."`
+	MQTTMaxKeepAlive   time.Duration `name:"mqtt-max-keepalive" default:"20m" help:"Longest MQTT keep-alive; a client asking for none or more gets this, and is cut after 1.5 times it in silence."`
 	FlushInterval      time.Duration `default:"1s" help:"How often rollups are flushed to history."`
 	Retention1s        time.Duration `name:"retention-1s" env:"TELEGAUGE_RETENTION_1S" default:"24h" help:"How long 1-second rollups are kept."`
 	Retention1m        time.Duration `name:"retention-1m" env:"TELEGAUGE_RETENTION_1M" default:"720h" help:"How long 1-minute rollups are kept."`
@@ -179,6 +186,8 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	if n.agg, err = ingest.New(ingest.Config{
 		Decode:             ingest.DecodeConfig{Prefix: c.Prefix, LateWindow: c.LateWindow},
 		MaxSeriesPerDevice: c.MaxSeriesPerDevice,
+		MaxRatePerDevice:   c.MaxRatePerDevice,
+		MaxBurstPerDevice:  c.MaxBurstPerDevice,
 		FlushInterval:      c.FlushInterval,
 		Store:              n.store,
 		Notify:             func() { n.hub.Wake() },
@@ -220,6 +229,11 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		Credentials: n.creds,
 		Prefix:      c.Prefix,
 		Sink:        n.agg,
+		// Limits (broker/limits.go).
+		MaxPacketBytes: c.MQTTMaxPacketBytes,
+		MaxInflight:    c.MQTTMaxInflight,
+		MaxConnsPerIP:  c.MQTTMaxConnsPerIP,
+		MaxKeepAlive:   c.MQTTMaxKeepAlive,
 		OnPresence: func(device string, online bool, at time.Time) {
 			n.agg.SetPresence(device, online, at)
 			n.hub.PublishPresence(device, online, at)
