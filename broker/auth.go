@@ -21,8 +21,9 @@ import (
 // against the token's stored hash. Safe for concurrent use; Set replaces
 // the set while the broker runs.
 type Credentials struct {
-	mu       sync.RWMutex      // guards tokens
+	mu       sync.RWMutex      // guards tokens and internal
 	tokens   map[string]string // device id -> token hash
+	internal map[string]string // device id -> token hash, kept across Set
 	required atomic.Bool
 	verifier secret.Verifier
 
@@ -33,7 +34,17 @@ type Credentials struct {
 
 // NewCredentials returns an empty set that lets anonymous devices in until
 // Set says otherwise.
-func NewCredentials() *Credentials { return &Credentials{tokens: map[string]string{}} }
+func NewCredentials() *Credentials {
+	return &Credentials{tokens: map[string]string{}, internal: map[string]string{}}
+}
+
+// AddInternal gives a device of the server's own (the demo fleet) a
+// credential that lives only in this process and survives Set.
+func (c *Credentials) AddInternal(id, tokenHash string) {
+	c.mu.Lock()
+	c.internal[id] = tokenHash
+	c.mu.Unlock()
+}
 
 // Set replaces the credentials with tokens (device id -> token hash) and
 // says whether every device must authenticate. Devices whose credential is
@@ -69,6 +80,9 @@ func (c *Credentials) Required() bool { return c.required.Load() }
 func (c *Credentials) check(id, token string) (ok bool, known bool, err error) {
 	c.mu.RLock()
 	h, known := c.tokens[id]
+	if !known {
+		h, known = c.internal[id]
+	}
 	c.mu.RUnlock()
 	if !known {
 		// Spend the time a check would, so that probing for device ids
@@ -285,5 +299,8 @@ func (c *Credentials) knows(id string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	_, ok := c.tokens[id]
+	if !ok {
+		_, ok = c.internal[id]
+	}
 	return ok
 }

@@ -4,9 +4,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 
@@ -66,7 +64,7 @@ func TestDeviceCredentials(t *testing.T) {
 	require.NoError(t, err)
 	publish(t, c, "telemetry/boiler-1", 1, `{"t":21.5}`)
 	eventually(t, 10*time.Second, func() error {
-		return deviceListed(n.httpURL, "boiler-1")
+		return deviceKnown(n, "boiler-1")
 	})
 
 	require.NoError(t, revokeDevice(ctx, flags, "boiler-1"))
@@ -76,25 +74,32 @@ func TestDeviceCredentials(t *testing.T) {
 	require.ErrorContains(t, revokeDevice(ctx, flags, "boiler-1"), "holds no credential")
 }
 
-// deviceListed checks that GET /api/v1/devices lists id.
-func deviceListed(base, id string) error {
-	var a struct {
-		Devices []struct {
-			ID string `json:"id"`
-		} `json:"devices"`
-	}
-	resp, err := http.Get(base + "/api/v1/devices")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
-		return err
-	}
-	for _, d := range a.Devices {
-		if d.ID == id {
+// deviceKnown checks that the server has accepted readings of device id
+// (read from the aggregator: with credentials on record, the HTTP API
+// wants a login).
+func deviceKnown(n *testNode, id string) error {
+	for _, d := range n.agg.Devices() {
+		if d.ID == id && len(d.Metrics) > 0 {
 			return nil
 		}
 	}
-	return fmt.Errorf("device %s not listed", id)
+	return fmt.Errorf("no readings of device %s", id)
+}
+
+// TestDemoWithCredentials: the demo fleet keeps publishing on a server that
+// requires credentials (it holds in-process ones).
+func TestDemoWithCredentials(t *testing.T) {
+	dir := t.TempDir()
+	_, err := addDevice(context.Background(), RecordsFlags{DataDir: dir}, "boiler-1")
+	require.NoError(t, err)
+	n := mustRunMain(t, "--data-dir="+dir, "--demo=2")
+	require.True(t, n.creds.Required())
+	eventually(t, 15*time.Second, func() error {
+		if err := deviceKnown(n, "demo-0000"); err != nil {
+			return err
+		}
+		return deviceKnown(n, "demo-0001")
+	})
+	_, _, err = dialDevice(t, n.mqttURL, "demo-0000", "guess")
+	require.Error(t, err, "the demo's credential is not guessable")
 }

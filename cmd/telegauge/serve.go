@@ -298,7 +298,7 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 		front.Go(func() error { return failed("debug", serveDebug(ctx, n.cfg.DebugAddr, log)) })
 	}
 	if n.cfg.Demo > 0 {
-		front.Go(func() error { return runDemo(ctx, n.cfg.Demo, n.broker.Addr(), n.cfg.Prefix, log) })
+		front.Go(func() error { return runDemo(ctx, n.cfg.Demo, n.broker.Addr(), n.cfg.Prefix, n.creds, log) })
 	}
 	log.Info("telegauge serving", "dashboard", "http://"+n.web.Addr(), "mqtt", n.broker.Addr(), "demo", n.cfg.Demo)
 
