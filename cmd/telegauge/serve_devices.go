@@ -36,9 +36,11 @@ func countCredentials(ctx context.Context, s *store.SQL) (credentialCounts, erro
 }
 
 // devicesRequired reports whether devices must authenticate: always with
-// --auth required, a client CA or any credential on record (DESIGN.md §5).
+// --auth required or a client CA, and once any device credential is on
+// record (DESIGN.md §5). Users alone do not count: adding an operator to a
+// loopback server must not cut off a fleet that has no way to log in.
 func (c *ServeCmd) devicesRequired(n credentialCounts) bool {
-	return c.Auth == "required" || c.MQTTTLSClientCA != "" || n.devices+n.users > 0
+	return c.Auth == "required" || c.MQTTTLSClientCA != "" || n.devices > 0
 }
 
 // mqttTLS builds the MQTT TLS listener's configuration from the flags, or
