@@ -16,6 +16,7 @@ type cli struct {
 	Sim     SimCmd     `cmd:"" help:"Simulate device fleets and dashboard viewers (load testing)."`
 	Bench   BenchCmd   `cmd:"" help:"Run the benchmark matrix against a server and write a report."`
 	Devices DevicesCmd `cmd:"" help:"Manage device credentials (MQTT username = device id, password = token)."`
+	Users   UsersCmd   `cmd:"" help:"Manage operators of the dashboard and API (login name, role, API token)."`
 	Version VersionCmd `cmd:"" help:"Print the version."`
 }
 

@@ -61,6 +61,8 @@ type ServeCmd struct {
 	ViewerQueueBytes   int           `default:"4194304" help:"Bytes queued per live viewer before a slow one is skipped ahead (gap event), then disconnected." placeholder:"BYTES"`
 	Origins            []string      `help:"Origins allowed to open WebSockets, such as https://ops.example.com (default: same origin only)."`
 	Transports         []string      `enum:"ws,sse,longpoll" default:"ws,sse,longpoll" help:"Live transports to serve (longpoll also serves short polls); turn off one a proxy in front breaks."`
+	// HTTPS on the HTTP listener: --tls-cert, --tls-key (serve_web_auth.go).
+	WebTLSFlags `embed:""`
 
 	DebugAddr string `help:"Serve Go's pprof profiles on this address (loopback only; off when empty)." placeholder:"ADDR"`
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Log level."`
@@ -246,6 +248,12 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	if n.sql != nil {
 		boards = dashboard.NewDBBoards(n.sql)
 	}
+	// Operators and HTTPS (serve_web_auth.go).
+	access, webTLS, err := n.webSecurity(log)
+	if err != nil {
+		_ = n.broker.Close()
+		return nil, err
+	}
 	if n.web, err = web.New(web.Config{
 		Addr:       c.HTTPAddr,
 		Origins:    c.Origins,
@@ -256,6 +264,8 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		Boards:     boards,
 		Gatherer:   n.reg,
 		Registerer: n.reg,
+		Access:     access, // serve_web_auth.go
+		TLS:        webTLS,
 	}, log); err != nil {
 		_ = n.broker.Close()
 		return nil, err
@@ -290,6 +300,7 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	if n.sql != nil {
 		back.Go(func() error { return n.saveDevices(backCtx, log) })
 		back.Go(func() error { return n.watchCredentials(backCtx, log) })
+		back.Go(func() error { return n.watchUsers(backCtx, log) }) // serve_web_auth.go
 	}
 	ing.Go(func() error { return failed("ingest", n.agg.Run(ingestCtx)) })
 	brk.Go(func() error { return failed("broker", n.broker.Run(brokerCtx)) })
@@ -300,7 +311,7 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	if n.cfg.Demo > 0 {
 		front.Go(func() error { return runDemo(ctx, n.cfg.Demo, n.broker.Addr(), n.cfg.Prefix, n.creds, log) })
 	}
-	log.Info("telegauge serving", "dashboard", "http://"+n.web.Addr(), "mqtt", n.broker.Addr(), "demo", n.cfg.Demo)
+	log.Info("telegauge serving", "dashboard", n.dashboardURL(), "mqtt", n.broker.Addr(), "demo", n.cfg.Demo)
 
 	<-ctx.Done()
 	log.Info("shutting down")

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/telegauge/telegauge/web"
+)
+
+// WebTLSFlags are serve's flags for HTTPS on the HTTP listener.
+type WebTLSFlags struct {
+	TLSCert string `name:"tls-cert" help:"PEM certificate (chain) for the HTTP listener, which then speaks HTTPS; re-read when the file changes." placeholder:"FILE"`
+	TLSKey  string `name:"tls-key" help:"PEM private key of --tls-cert." placeholder:"FILE"`
+}
+
+// webTLS builds the HTTP listener's TLS configuration, or nil without
+// --tls-cert.
+func (f WebTLSFlags) webTLS(log *slog.Logger) (*tls.Config, error) {
+	if f.TLSCert == "" && f.TLSKey == "" {
+		return nil, nil
+	}
+	if f.TLSCert == "" || f.TLSKey == "" {
+		return nil, errors.New("--tls-cert and --tls-key go together (PEM files)")
+	}
+	cf := &certFiles{cert: f.TLSCert, key: f.TLSKey, every: certCheckInterval, log: log}
+	if err := cf.load(); err != nil {
+		return nil, err
+	}
+	return &tls.Config{GetCertificate: cf.get, MinVersion: tls.VersionTLS12}, nil
+}
+
+// certCheckInterval is how often the certificate files are checked for a
+// renewal (certbot and the like replace them in place).
+const certCheckInterval = time.Minute
+
+// certFiles serves a certificate from files, loading it again when either
+// file's modification time changes.
+type certFiles struct {
+	cert, key string
+	every     time.Duration
+	log       *slog.Logger
+
+	mu      sync.Mutex // guards the fields below
+	current *tls.Certificate
+	mtimes  [2]time.Time
+	checked time.Time
+}
+
+func (cf *certFiles) stat() ([2]time.Time, error) {
+	var m [2]time.Time
+	for i, p := range []string{cf.cert, cf.key} {
+		st, err := os.Stat(p)
+		if err != nil {
+			return m, err
+		}
+		m[i] = st.ModTime()
+	}
+	return m, nil
+}
+
+// load reads the pair. The caller must hold mu, or be the only user.
+func (cf *certFiles) load() error {
+	m, err := cf.stat()
+	if err == nil {
+		var c tls.Certificate
+		if c, err = tls.LoadX509KeyPair(cf.cert, cf.key); err == nil {
+			cf.current, cf.mtimes = &c, m
+			return nil
+		}
+	}
+	return fmt.Errorf("load HTTPS certificate: %w", err)
+}
+
+// get is tls.Config.GetCertificate.
+func (cf *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	if now := time.Now(); now.Sub(cf.checked) >= cf.every {
+		cf.checked = now
+		if m, err := cf.stat(); err == nil && m != cf.mtimes {
+			if err := cf.load(); err != nil {
+				// A half-written renewal: keep serving the old one.
+				cf.log.Warn("HTTPS certificate changed but cannot be loaded; keeping the previous one", "err", err)
+			} else {
+				cf.log.Info("HTTPS certificate reloaded", "file", cf.cert)
+			}
+		}
+	}
+	return cf.current, nil
+}
+
+// webAccess says who may use the dashboard and API (DESIGN.md §5, protected
+// mode): with --auth auto, anonymous visitors (with every right, as before
+// there were accounts) only while the HTTP listener is on loopback and no
+// user exists; otherwise the users in the database. As for devices
+// (devicesRequired), each side goes by its own credentials: a device token
+// does not lock a loopback dashboard that nobody could log in to, and the
+// first `telegauge users add` turns logins on at once. checkAuth has already
+// refused a non-loopback HTTP listener without users.
+func (n *node) webAccess(ctx context.Context) (web.Access, error) {
+	c := n.cfg
+	counts, err := countCredentials(ctx, n.sql)
+	if err != nil {
+		return web.Access{}, err
+	}
+	acc := web.Access{Required: c.Auth == "required" || counts.users > 0 || !isLoopback(c.HTTPAddr)}
+	if n.sql == nil {
+		return acc, nil
+	}
+	users, err := n.sql.ListUsers(ctx)
+	if err != nil {
+		return web.Access{}, fmt.Errorf("list users: %w", err)
+	}
+	for _, u := range users {
+		acc.Users = append(acc.Users, web.User{Name: u.Name, Role: web.Role(u.Role), TokenHash: u.TokenHash})
+	}
+	return acc, nil
+}
+
+// webSecurity is what web.New needs of the above: the access at start and
+// the TLS configuration.
+func (n *node) webSecurity(log *slog.Logger) (web.Access, *tls.Config, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	acc, err := n.webAccess(ctx)
+	if err != nil {
+		return web.Access{}, nil, err
+	}
+	if acc.Required && len(acc.Users) == 0 {
+		log.Warn("the dashboard and API need a login (--auth required) but there are no users: " +
+			"add one with `telegauge users add NAME --role admin`")
+	}
+	cfg, err := n.cfg.WebTLSFlags.webTLS(log)
+	return acc, cfg, err
+}
+
+// watchUsers gives the web tier the operators again whenever the database
+// says credentials changed (`telegauge users add|remove`), until ctx ends.
+func (n *node) watchUsers(ctx context.Context, log *slog.Logger) error {
+	last, err := n.sql.CredentialsVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("watch users: %w", err)
+	}
+	t := time.NewTicker(credentialsPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		v, err := n.sql.CredentialsVersion(ctx)
+		if err != nil || v == last {
+			if err != nil && ctx.Err() == nil {
+				log.Warn("cannot read credentials version", "err", err)
+			}
+			continue
+		}
+		acc, err := n.webAccess(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("cannot reload users; will retry", "err", err)
+			}
+			continue
+		}
+		n.web.SetAccess(acc)
+		last = v
+	}
+}
+
+// dashboardURL is where the dashboard is served.
+func (n *node) dashboardURL() string {
+	if n.cfg.TLSCert != "" {
+		return "https://" + n.web.Addr()
+	}
+	return "http://" + n.web.Addr()
+}
