@@ -60,6 +60,11 @@ type Config struct {
 	// after one and a half of it. Whole seconds, from 1 s to 65,535 s.
 	// Zero means 20 minutes.
 	MaxKeepAlive time.Duration `yaml:"max-keepalive"`
+	// ConnectTimeout is how long a new connection may take to send its
+	// CONNECT, a TLS handshake included (on the WebSocket listener it runs
+	// from the HTTP upgrade); one that has not is closed and counted. Zero
+	// means 10 s.
+	ConnectTimeout time.Duration `yaml:"connect-timeout"`
 	// Credentials are the device credentials; nil means anonymous devices
 	// are welcome (loopback development).
 	Credentials *Credentials `yaml:"-"`
@@ -100,6 +105,9 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 		cfg.Prefix = "telemetry"
 	}
 	cfg.setLimitDefaults()
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = defaultConnectTimeout
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -145,7 +153,7 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 		return nil, fmt.Errorf("broker: add ingest hook: %w", err)
 	}
 	b.tcp = newTCPListener("tcp", cfg.Addr)
-	if err := srv.AddListener(b.limits.wrap(b.tcp)); err != nil {
+	if err := srv.AddListener(b.limits.wrap(b.withConnectTimeout(b.tcp))); err != nil {
 		return nil, fmt.Errorf("broker: listen on %s: %w", cfg.Addr, err)
 	}
 	if cfg.TLSAddr != "" {
@@ -154,14 +162,14 @@ func New(cfg Config, log *slog.Logger) (*Broker, error) {
 			return nil, errors.New("broker: the MQTT TLS listener needs a certificate")
 		}
 		b.tls = listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.TLSAddr, TLSConfig: cfg.TLSConfig})
-		if err := srv.AddListener(b.limits.wrap(b.tls)); err != nil {
+		if err := srv.AddListener(b.limits.wrap(b.withConnectTimeout(b.tls))); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("broker: listen for MQTT over TLS on %s: %w", cfg.TLSAddr, err)
 		}
 	}
 	if cfg.WSAddr != "" {
 		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.WSAddr})
-		if err := srv.AddListener(b.limits.wrap(ws)); err != nil {
+		if err := srv.AddListener(b.limits.wrap(b.withConnectTimeout(ws))); err != nil {
 			b.Close()
 			return nil, fmt.Errorf("broker: listen for MQTT over WebSocket on %s: %w", cfg.WSAddr, err)
 		}

@@ -40,6 +40,15 @@ type Config struct {
 	// WriteTimeout bounds each write to a live client; a client that cannot
 	// take a batch in this time is disconnected. Zero means 10 s.
 	WriteTimeout time.Duration `yaml:"write-timeout"`
+	// ReadTimeout bounds reading one request (line, headers and body) and
+	// the wait for a new connection's first byte, so that a slow or silent
+	// client (slow loris) is cut off. Live streams are not affected: their
+	// request is read before they start. Zero means 10 s.
+	ReadTimeout time.Duration `yaml:"read-timeout"`
+	// IdleTimeout is how long a keep-alive connection may wait for its
+	// next request. Behind a load balancer that reuses connections it
+	// should exceed the balancer's own idle timeout. Zero means 2 minutes.
+	IdleTimeout time.Duration `yaml:"idle-timeout"`
 	// PollWait is the default long-poll wait; MaxPollWait caps it. Zero
 	// means 25 s, and 60 s or two heartbeat intervals if that is less: below
 	// common proxy idle timeouts, and a vanished poller's request is freed
@@ -114,6 +123,12 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
 	if cfg.PollWait <= 0 {
 		cfg.PollWait = 25 * time.Second
 	}
@@ -158,8 +173,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		ErrorHandler:          s.handleError,
 		// Requests are small; a slow sender is cut off. Live streams are
 		// hijacked or long-polled and manage their own deadlines.
-		ReadTimeout:    30 * time.Second,
-		IdleTimeout:    2 * time.Minute,
+		ReadTimeout:    cfg.ReadTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
 		ReadBufferSize: 8 << 10,
 		BodyLimit:      1 << 20,
 		// Return read and write buffers to their pools between requests.
@@ -176,7 +191,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: listen on %s: %w", cfg.Addr, err)
 	}
-	s.ln = timeoutListener{Listener: ln, userTimeout: 2 * cfg.Hub.Heartbeat()}
+	s.ln = timeoutListener{Listener: ln, userTimeout: 2 * cfg.Hub.Heartbeat(), firstByte: cfg.ReadTimeout}
 	if cfg.TLS != nil {
 		s.ln = tls.NewListener(s.ln, cfg.TLS)
 	}
