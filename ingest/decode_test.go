@@ -972,3 +972,55 @@ func TestDecodeGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeHostile: payloads built to hurt (nesting as deep as the parser
+// takes, as many fields as fit under the size cap, names that are not
+// UTF-8, timestamps beyond any calendar) are each refused with a reason,
+// once, and what is good beside them in the same payload is kept.
+func TestDecodeHostile(t *testing.T) {
+	nested := func(depth int, leaf string) string {
+		return strings.Repeat(`{"a":`, depth) + leaf + strings.Repeat(`}`, depth)
+	}
+	// As many one-digit metrics as fit in the default 64 KiB cap.
+	var many strings.Builder
+	var manyWant []Reading
+	many.WriteString(`{"ok":1`)
+	manyWant = append(manyWant, wantReading("dev1/ok", decodeNowMs, 1))
+	for i := 0; ; i++ {
+		field := `,"m` + strconv.Itoa(i) + `":` + strconv.Itoa(i%10)
+		if many.Len()+len(field)+1 > 64<<10 {
+			break
+		}
+		many.WriteString(field)
+		manyWant = append(manyWant, wantReading("dev1/m"+strconv.Itoa(i), decodeNowMs, float64(i%10)))
+	}
+	many.WriteString("}")
+	ok := []Reading{wantReading("dev1/ok", decodeNowMs, 1)}
+	runDecodeCases(t, []decodeCase{
+		{name: "nesting as deep as the parser takes", topic: "telemetry/dev1", payload: `{"ok":1,"deep":` + nested(250, "1") + `}`, device: "dev1", want: ok, rejects: []Reason{ReasonBadName}},
+		{name: "nesting deeper than the parser takes", topic: "telemetry/dev1", payload: `{"ok":1,"deep":` + nested(400, "1") + `}`, device: "dev1", rejects: []Reason{ReasonMalformed}},
+		{name: "nested empty keys", topic: "telemetry/dev1", payload: `{"ok":1,"":` + strings.Repeat(`{"":`, 200) + "1" + strings.Repeat(`}`, 201), device: "dev1", want: ok, rejects: []Reason{ReasonBadName}},
+		{name: "nested arrays are ignored", topic: "telemetry/dev1", payload: `{"ok":1,"arr":` + strings.Repeat("[", 250) + strings.Repeat("]", 250) + `}`, device: "dev1", want: ok},
+		{name: "senml nested arrays", topic: "telemetry/dev1", payload: strings.Repeat("[", 250) + strings.Repeat("]", 250), device: "dev1", rejects: []Reason{ReasonMalformed}},
+		{name: "senml deeper than the parser takes", topic: "telemetry/dev1", payload: strings.Repeat("[", 400) + strings.Repeat("]", 400), device: "dev1", rejects: []Reason{ReasonMalformed}},
+		{name: "as many fields as fit under the size cap", topic: "telemetry/dev1", payload: many.String(), device: "dev1", want: manyWant},
+		{name: "a byte over the size cap", topic: "telemetry/dev1", payload: many.String() + strings.Repeat(" ", 64<<10+1-many.Len()), device: "dev1", rejects: []Reason{ReasonTooLarge}},
+		{name: "key not UTF-8", topic: "telemetry/dev1", payload: "{\"ok\":1,\"t\xff\":2}", device: "dev1", want: ok, rejects: []Reason{ReasonBadName}},
+		{name: "nested key not UTF-8", topic: "telemetry/dev1", payload: "{\"ok\":1,\"env\":{\"\xc3(\":2}}", device: "dev1", want: ok, rejects: []Reason{ReasonBadName}},
+		{name: "overlong UTF-8 key", topic: "telemetry/dev1", payload: "{\"ok\":1,\"\xc0\xaf\":2}", device: "dev1", want: ok, rejects: []Reason{ReasonBadName}},
+		{name: "senml name not UTF-8", topic: "telemetry/dev1", payload: "[{\"n\":\"ok\",\"v\":1},{\"n\":\"t\xfe\",\"v\":2}]", device: "dev1", want: ok, rejects: []Reason{ReasonBadName}},
+		{name: "senml base name not UTF-8", topic: "telemetry/dev1", payload: "[{\"bn\":\"\xff:\",\"n\":\"ok\",\"v\":1},{\"bn\":\"\xff\",\"n\":\"t\",\"v\":2}]", device: "dev1", want: ok, rejects: []Reason{ReasonBadName}},
+		{name: "device not UTF-8", topic: "telemetry/d\xffv/t", payload: `1`, rejects: []Reason{ReasonBadName}},
+		{name: "metric topic not UTF-8", topic: "telemetry/dev1/t\xff", payload: `1`, device: "dev1", rejects: []Reason{ReasonBadName}},
+		{name: "ts not UTF-8", topic: "telemetry/dev1", payload: "{\"ts\":\"2023-11-14T22:13:20\xffZ\",\"t\":1}", device: "dev1", rejects: []Reason{ReasonBadTime}},
+		{name: "ts in year 10000", topic: "telemetry/dev1", payload: `{"ts":"10000-01-01T00:00:00Z","t":1}`, device: "dev1", rejects: []Reason{ReasonBadTime}},
+		{name: "ts in year 9999", topic: "telemetry/dev1", payload: `{"ts":"9999-12-31T23:59:59.999Z","t":1}`, device: "dev1", rejects: []Reason{ReasonFuture}},
+		{name: "ts in year 0", topic: "telemetry/dev1", payload: `{"ts":"0000-01-01T00:00:00Z","t":1}`, device: "dev1", rejects: []Reason{ReasonTooOld}},
+		{name: "ts 1e300", topic: "telemetry/dev1", payload: `{"ts":1e300,"t":1}`, device: "dev1", rejects: []Reason{ReasonBadTime}},
+		{name: "ts -1e300", topic: "telemetry/dev1/t", payload: `{"ts":-1e300,"value":1}`, device: "dev1", rejects: []Reason{ReasonBadTime}},
+		{name: "ts of a thousand digits", topic: "telemetry/dev1", payload: `{"ts":"` + strings.Repeat("9", 1000) + `","t":1}`, device: "dev1", rejects: []Reason{ReasonBadTime}},
+		{name: "senml bt 1e300", topic: "telemetry/dev1", payload: `[{"n":"ok","v":1},{"bt":1e300,"n":"t","v":2}]`, device: "dev1", want: ok, rejects: []Reason{ReasonBadTime}},
+		{name: "senml t -1e300", topic: "telemetry/dev1", payload: `[{"n":"ok","v":1},{"n":"t","t":-1e300,"v":2}]`, device: "dev1", want: ok, rejects: []Reason{ReasonBadTime}},
+		{name: "senml bt plus t overflows", topic: "telemetry/dev1", payload: `[{"n":"ok","v":1},{"bt":1e308,"n":"t","t":1e308,"v":2}]`, device: "dev1", want: ok, rejects: []Reason{ReasonBadTime}},
+	})
+}
