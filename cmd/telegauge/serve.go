@@ -53,6 +53,9 @@ type ServeCmd struct {
 	MQTTMaxInflight    int           `name:"mqtt-max-inflight" default:"128" help:"QoS 1/2 window per MQTT client, each way: unreleased QoS 2 publishes it may have (one more disconnects it), messages stored for it (more are dropped)."`
 	MQTTMaxConnsPerIP  int           `name:"mqtt-max-conns-per-ip" default:"100" help:"MQTT connections per IP address (IPv6: per /64); loopback is not counted (negative: no limit)."`
 	MQTTMaxKeepAlive   time.Duration `name:"mqtt-max-keepalive" default:"20m" help:"Longest MQTT keep-alive; a client asking for none or more gets this, and is cut after 1.5 times it in silence."`
+	// Slow and silent clients (broker/listener_timeout.go, web/listener.go).
+	MQTTConnectTimeout time.Duration `name:"mqtt-connect-timeout" default:"10s" help:"Time a new MQTT connection has to send CONNECT, TLS handshake included; then it is closed."`
+	HTTPIdleTimeout    time.Duration `name:"http-idle-timeout" default:"2m" help:"Time an idle keep-alive HTTP connection is kept; above a load balancer's own idle timeout when behind one."`
 	FlushInterval      time.Duration `default:"1s" help:"How often rollups are flushed to history."`
 	Retention1s        time.Duration `name:"retention-1s" env:"TELEGAUGE_RETENTION_1S" default:"24h" help:"How long 1-second rollups are kept."`
 	Retention1m        time.Duration `name:"retention-1m" env:"TELEGAUGE_RETENTION_1M" default:"720h" help:"How long 1-minute rollups are kept."`
@@ -236,6 +239,7 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		MaxInflight:    c.MQTTMaxInflight,
 		MaxConnsPerIP:  c.MQTTMaxConnsPerIP,
 		MaxKeepAlive:   c.MQTTMaxKeepAlive,
+		ConnectTimeout: c.MQTTConnectTimeout,
 		OnPresence: func(device string, online bool, at time.Time) {
 			n.agg.SetPresence(device, online, at)
 			n.hub.PublishPresence(device, online, at)
@@ -266,6 +270,8 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		Registerer: n.reg,
 		Access:     access, // serve_web_auth.go
 		TLS:        webTLS,
+
+		IdleTimeout: c.HTTPIdleTimeout, // ReadTimeout keeps web's default
 	}, log); err != nil {
 		_ = n.broker.Close()
 		return nil, err
