@@ -66,6 +66,21 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRollup$$' -fuzztime $(FUZZTIME) ./ingest/rollup/
 	$(GO) test -run '^$$' -fuzz '^FuzzSSEFrame$$' -fuzztime $(FUZZTIME) ./web/
 	$(GO) test -run '^$$' -fuzz '^FuzzJournal$$' -fuzztime $(FUZZTIME) ./ingest/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePatterns$$' -fuzztime $(FUZZTIME) ./dashboard/
+	$(GO) test -run '^$$' -fuzz '^FuzzCursor$$' -fuzztime $(FUZZTIME) ./dashboard/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTime$$' -fuzztime $(FUZZTIME) ./dashboard/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStep$$' -fuzztime $(FUZZTIME) ./dashboard/
+	$(GO) test -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime $(FUZZTIME) ./dashboard/
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeBoard$$' -fuzztime $(FUZZTIME) ./dashboard/
+	$(GO) test -run '^$$' -fuzz '^FuzzQueryParams$$' -fuzztime $(FUZZTIME) ./web/
+	$(GO) test -run '^$$' -fuzz '^FuzzExportParams$$' -fuzztime $(FUZZTIME) ./web/
+	$(GO) test -run '^$$' -fuzz '^FuzzPollParams$$' -fuzztime $(FUZZTIME) ./web/
+	$(GO) test -run '^$$' -fuzz '^FuzzLiveParams$$' -fuzztime $(FUZZTIME) ./web/
+	$(GO) test -run '^$$' -fuzz '^FuzzBoardBody$$' -fuzztime $(FUZZTIME) ./web/
+	$(GO) test -run '^$$' -fuzz '^FuzzWSMessage$$' -fuzztime $(FUZZTIME) ./web/
+	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./broker/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSSE$$' -fuzztime $(FUZZTIME) ./simulators/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeLive$$' -fuzztime $(FUZZTIME) ./simulators/
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -198,19 +198,29 @@ func (s *Server) readWS(conn *websocket.Conn, v *dashboard.Viewer, idle time.Dur
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(idle))
 		v.Pong(hub.Clock().Now().UnixMilli()) // any message shows the peer is alive
-		if typ != websocket.TextMessage {
-			hub.Notify(v, dashboard.Event{Kind: dashboard.EventError, Reason: "binary messages are not supported"})
-			continue
-		}
-		var req wsRequest
-		if err := json.Unmarshal(data, &req); err != nil {
-			hub.Notify(v, dashboard.Event{Kind: dashboard.EventError, Reason: "message is not a JSON object"})
-			continue
-		}
+		s.wsMessage(v, typ, data)
+	}
+}
+
+// wsMessage handles one client message. A problem is answered with an
+// error event; its message is returned ("" when there was none).
+func (s *Server) wsMessage(v *dashboard.Viewer, typ int, data []byte) string {
+	var reason string
+	var req wsRequest
+	switch {
+	case typ != websocket.TextMessage:
+		reason = "binary messages are not supported"
+	case json.Unmarshal(data, &req) != nil:
+		reason = "message is not a JSON object"
+	default:
 		if err := s.handleWSRequest(v, req); err != nil {
-			hub.Notify(v, dashboard.Event{Kind: dashboard.EventError, Reason: err.Error()})
+			reason = err.Error()
 		}
 	}
+	if reason != "" {
+		s.cfg.Hub.Notify(v, dashboard.Event{Kind: dashboard.EventError, Reason: reason})
+	}
+	return reason
 }
 
 func (s *Server) handleWSRequest(v *dashboard.Viewer, req wsRequest) error {
