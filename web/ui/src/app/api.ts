@@ -61,6 +61,22 @@ export function setBaseUrl(url: string): void {
   base = url.replace(/\/$/, "");
 }
 
+/** Who the page acts for (GET /api/v1/me): a session from the login
+ *  page, or anonymous on a server that needs no login. */
+export interface Me {
+  /** "" when anonymous. */
+  user: string;
+  role: "admin" | "viewer";
+  auth: "session" | "token" | "anonymous";
+}
+
+/** Told when the server answers 401 to anything but a login: the session
+ *  expired, was logged out elsewhere, or its user was removed. */
+let unauthorized: (() => void) | null = null;
+export function onUnauthorized(f: (() => void) | null): void {
+  unauthorized = f;
+}
+
 /** Counts requests per path, for tests (window.__telegauge.requests). */
 export const requestCounts: Record<string, number> = {};
 
@@ -90,6 +106,7 @@ async function call<T>(method: string, path: string, body?: unknown, signal?: Ab
       data = null;
     }
   }
+  if (res.status === 401 && key !== "/api/v1/login") unauthorized?.();
   if (!res.ok) {
     const msg = data && typeof data === "object" && "error" in data ? String((data as { error: unknown }).error) : `HTTP ${res.status}`;
     throw new ApiError(res.status, msg);
@@ -154,4 +171,18 @@ export function updateDashboard(id: string, body: DashboardBody): Promise<Dashbo
 
 export function deleteDashboard(id: string): Promise<void> {
   return call<void>("DELETE", `/api/v1/dashboards/${encodeURIComponent(id)}`);
+}
+
+export function getMe(signal?: AbortSignal): Promise<Me> {
+  return call<Me>("GET", "/api/v1/me", undefined, signal);
+}
+
+/** Logs in; the password is the API token `telegauge users add` printed.
+ *  The session cookie is HttpOnly: the page never sees it. */
+export function login(name: string, password: string): Promise<Me> {
+  return call<Me>("POST", "/api/v1/login", { name, password });
+}
+
+export function logout(): Promise<void> {
+  return call<void>("POST", "/api/v1/logout");
 }

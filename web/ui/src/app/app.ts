@@ -3,10 +3,12 @@
 
 import "../styles.css";
 import { createLive, type Live } from "../live";
+import { ApiError, getMe, logout, onUnauthorized, type Me } from "./api";
 import { connectionBadge, staleBanner } from "./badge";
 import { h } from "./dom";
 import { Fleet, PRESENCE_ONLY } from "./fleet";
 import { installHooks } from "./hooks";
+import { showLogin } from "./login";
 import { parseHash, type Route } from "./router";
 import { initTheme, themeToggle } from "./theme";
 import { boardView } from "./views/board";
@@ -22,6 +24,21 @@ export function start(root: HTMLElement): void {
     const svg = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" fill="#1d5fd6"/><path d="M8 8V2a6 6 0 0 1 6 6z" fill="#fff"/></svg>`;
     document.head.append(h("link", { rel: "icon", href: `data:image/svg+xml,${encodeURIComponent(svg)}` }));
   }
+  // Who we are decides between the app and the login page. A server that
+  // cannot be reached (or predates logins) gets the app, which shows it
+  // offline and keeps trying, as before.
+  getMe()
+    .then((me) => startApp(root, me))
+    .catch((e) => {
+      if (e instanceof ApiError && e.status === 401) showLogin(root, () => location.reload());
+      else startApp(root, { user: "", role: "admin", auth: "anonymous" });
+    });
+}
+
+/** A fresh page after login: every connection starts over with the cookie. */
+const reload = () => location.reload();
+
+function startApp(root: HTMLElement, me: Me): void {
   const live: Live = createLive();
   const fleet = new Fleet();
   const ctx: Ctx = { live, fleet };
@@ -43,9 +60,11 @@ export function start(root: HTMLElement): void {
     { class: "topbar" },
     h("a", { class: "brand", href: "#/", "aria-label": "Telegauge home" }, h("span", { class: "brand-mark", "aria-hidden": "true" }, "◔"), h("span", { class: "brand-text" }, "Telegauge")),
     h("nav", { class: "nav", "aria-label": "Main" }, navFleet, navBoards),
-    h("div", { class: "topbar-right" }, badge.el, themeToggle()),
+    h("div", { class: "topbar-right" }, badge.el, themeToggle(), me.auth === "session" ? userMenu(me, () => end("")) : null),
   );
   root.classList.add("app");
+  // Viewers see no controls they may not use (the server refuses them anyway).
+  root.dataset.role = me.role;
   root.replaceChildren(skip, header, banner.el, main);
 
   let route: Route = parseHash(location.hash);
@@ -78,6 +97,29 @@ export function start(root: HTMLElement): void {
   window.addEventListener("hashchange", mount);
   mount();
 
+  // The session ended (expired, logged out in another tab, user removed):
+  // tear the app down and ask for a login. A live connection that keeps
+  // failing may be why, when no API call happens to tell: ask the server.
+  let ended = false;
+  const end = (notice: string) => {
+    if (ended) return;
+    ended = true;
+    onUnauthorized(null);
+    stopState();
+    window.removeEventListener("hashchange", mount);
+    teardown();
+    showLogin(root, reload, notice);
+  };
+  onUnauthorized(() => end("Your session has ended: sign in again."));
+  let checking = false;
+  const stopState = live.onState((st) => {
+    if (st.status !== "reconnecting" || checking) return;
+    checking = true;
+    getMe()
+      .catch(() => undefined) // a 401 calls end() through onUnauthorized
+      .finally(() => setTimeout(() => (checking = false), 5000));
+  });
+
   installHooks({
     live: () => live,
     route: () => route,
@@ -85,15 +127,37 @@ export function start(root: HTMLElement): void {
     view: () => view?.info?.() ?? { view: route.view },
   });
 
+  const teardown = () => {
+    view?.destroy();
+    view = null;
+    presence.close();
+    badge.destroy();
+    banner.destroy();
+    live.close();
+  };
   window.addEventListener("pagehide", (e) => {
-    if (!e.persisted) {
-      view?.destroy();
-      presence.close();
-      badge.destroy();
-      banner.destroy();
-      live.close();
-    }
+    if (!e.persisted && !ended) teardown();
   });
+}
+
+/** The signed-in user and a sign-out button, in the top bar. */
+function userMenu(me: Me, signedOut: () => void): HTMLElement {
+  const btn = h("button", { type: "button", class: "btn btn-ghost", "data-testid": "logout" }, "Sign out");
+  btn.addEventListener("click", async () => {
+    btn.disabled = true;
+    try {
+      await logout();
+    } catch {
+      /* the session is gone either way once the server is back */
+    }
+    signedOut();
+  });
+  return h(
+    "span",
+    { class: "user-menu" },
+    h("span", { class: "user-name", "data-testid": "user", title: `Signed in as ${me.user} (${me.role})` }, me.user),
+    btn,
+  );
 }
 
 function makeView(ctx: Ctx, r: Route): View {

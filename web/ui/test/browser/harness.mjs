@@ -62,6 +62,7 @@ export async function startServer(args = []) {
     url,
     mqtt,
     log,
+    dataDir,
     /** Stops the server with SIGTERM and checks it exited cleanly. */
     async stop() {
       proc.kill("SIGTERM");
@@ -93,6 +94,19 @@ export async function startServer(args = []) {
       return r.json();
     },
   };
+}
+
+/** Runs `telegauge users ARGS` beside a running server (on its data
+ *  directory); resolves with its standard output. */
+export function users(server, args) {
+  const proc = spawn(BIN, ["users", ...args, "--data-dir", server.dataDir], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  proc.stdout.on("data", (c) => (out += c));
+  proc.stderr.on("data", (c) => (err += c));
+  return new Promise((resolveDone, reject) =>
+    proc.on("exit", (code) => (code === 0 ? resolveDone(out) : reject(new Error(`users ${args.join(" ")}: ${code}\n${err}`)))),
+  );
 }
 
 /** Runs `telegauge sim devices` against a server; resolves when it exits. */

@@ -122,9 +122,9 @@ export function boardView(ctx: Ctx, route: Extract<Route, { view: "board" }>): V
 
   const title = h("h1", { id: "view-h", tabindex: -1 }, "Dashboard");
   const updated = h("span", { class: "muted" });
-  const editBtn = h("button", { type: "button", class: "btn", "data-testid": "board-edit" }, "Edit");
+  const editBtn = h("button", { type: "button", class: "btn admin-only", "data-testid": "board-edit" }, "Edit");
   const shareBtn = h("button", { type: "button", class: "btn", "data-testid": "board-share" }, "Share");
-  const delBtn = h("button", { type: "button", class: "btn btn-danger", "data-testid": "board-delete" }, "Delete");
+  const delBtn = h("button", { type: "button", class: "btn btn-danger admin-only", "data-testid": "board-delete" }, "Delete");
   const shareOut = h("span", { class: "muted", role: "status" });
   const rangeSel = h(
     "select",
@@ -203,7 +203,7 @@ export function boardView(ctx: Ctx, route: Extract<Route, { view: "board" }>): V
     if (ctx.fleet.loaded) for (const p of panels) p.refresh(ctx.fleet.devices);
     if (!board.panels.length) {
       grid.append(
-        h("p", { class: "notice" }, "This dashboard has no panels yet. ", h("button", { type: "button", class: "btn btn-primary", onclick: () => setEditing(true) }, "Add a panel")),
+        h("p", { class: "notice" }, "This dashboard has no panels yet. ", h("button", { type: "button", class: "btn btn-primary admin-only", onclick: () => setEditing(true) }, "Add a panel")),
       );
     }
   }

@@ -23,7 +23,7 @@ export function dashboardsView(): View {
   const createErr = h("p", { class: "form-error", role: "alert" });
   const form = h(
     "form",
-    { class: "inline-form", "data-testid": "dashboard-create" },
+    { class: "inline-form admin-only", "data-testid": "dashboard-create" },
     h("label", { for: "new-board-name" }, "New dashboard"),
     nameIn,
     h("button", { type: "submit", class: "btn btn-primary" }, "Create"),
@@ -62,7 +62,7 @@ export function dashboardsView(): View {
     const err = h("span", { class: "form-error", role: "alert" });
     const renameBtn = h("button", { type: "button", class: "btn btn-small", "aria-label": `Rename ${d.name}` }, "Rename");
     const delBtn = h("button", { type: "button", class: "btn btn-small btn-danger", "aria-label": `Delete ${d.name}` }, "Delete");
-    const show = () => li.replaceChildren(link, h("span", { class: "muted" }, updatedLabel(d.updated)), h("span", { class: "actions" }, renameBtn, delBtn), err);
+    const show = () => li.replaceChildren(link, h("span", { class: "muted" }, updatedLabel(d.updated)), h("span", { class: "actions admin-only" }, renameBtn, delBtn), err);
     renameBtn.addEventListener("click", () => {
       const input = h("input", { type: "text", value: d.name, required: true, "aria-label": `New name for ${d.name}` });
       const f = h(
