@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/jonboulle/clockwork"
@@ -24,7 +25,11 @@ func BenchmarkAggregatorAppend(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			a, err := New(Config{Shards: 1, Store: mem, Clock: clock, MaxSeriesPerDevice: 100}, nil)
+			// The per-device rate limit is checked on every reading but
+			// never reached: the clock stands still, so the bucket must
+			// hold every reading of the run.
+			a, err := New(Config{Shards: 1, Store: mem, Clock: clock, MaxSeriesPerDevice: 100,
+				MaxRatePerDevice: 1, MaxBurstPerDevice: math.MaxInt32}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -65,6 +70,10 @@ func BenchmarkAggregatorAppend(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
+			}
+			b.StopTimer()
+			if r := s.rejected[ReasonRateLimited]; r > 0 {
+				b.Fatalf("%d readings rate limited", r)
 			}
 		})
 	}

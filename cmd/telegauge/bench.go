@@ -145,7 +145,10 @@ func startBenchServer(ctx context.Context, db, cpus string) (*benchServer, error
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"serve", "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--debug-addr", debugAddr, "--data-dir", dir, "--log-level", "warn"}
+	// No per-device rate limit: the ingest scenarios measure the server's
+	// ceiling with each device publishing as fast as it can.
+	args := []string{"serve", "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--debug-addr", debugAddr, "--data-dir", dir, "--log-level", "warn",
+		"--max-rate-per-device=-1"}
 	if db != "" {
 		args = append(args, "--db", db)
 	}

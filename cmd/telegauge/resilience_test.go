@@ -185,7 +185,9 @@ func TestSlowConsumer(t *testing.T) {
 	// A long heartbeat, so that the WebSocket server's idle timeout (two
 	// heartbeats without a word from the client) cannot end the slow
 	// WebSocket before the slow-viewer policy does.
-	n := mustRunMain(t, fmt.Sprintf("--viewer-queue-bytes=%d", queueBytes), "--heartbeat=30s")
+	// No per-device rate limit: each device publishes 2,000 readings/s
+	// for as long as the slow clients take to be dropped.
+	n := mustRunMain(t, fmt.Sprintf("--viewer-queue-bytes=%d", queueBytes), "--heartbeat=30s", "--max-rate-per-device=-1")
 
 	dl := newDeliveryLog(prefix, time.Now().Add(-time.Minute).UnixMilli())
 	counters := new(simulators.ViewersCounters)

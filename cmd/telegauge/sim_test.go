@@ -79,7 +79,9 @@ func TestSimFlakyDevicesHistory(t *testing.T) {
 // TestBenchSmall runs the whole benchmark matrix, shrunk, against an
 // in-process server: every scenario completes and reports sane numbers.
 func TestBenchSmall(t *testing.T) {
-	n := mustRunMain(t)
+	// As telegauge bench starts its server: no per-device rate limit, so
+	// the ingest scenarios' devices publish as fast as they can.
+	n := mustRunMain(t, "--max-rate-per-device=-1")
 	// The server is in this process, so a pprof handler here collects its
 	// garbage for the idle scenarios.
 	mux := http.NewServeMux()
