@@ -237,3 +237,17 @@ func TestLogBudget(t *testing.T) {
 	ok, _ = b.allow(0) // the clock went back: no refill, no panic
 	require.False(t, ok)
 }
+
+// TestRateLimitSpendsOnlyAccepted: readings refused for another reason
+// (here the series limit) do not spend the device's rate.
+func TestRateLimitSpendsOnlyAccepted(t *testing.T) {
+	la := newLimitAggregator(t, Config{MaxRatePerDevice: 10, MaxBurstPerDevice: 5, MaxSeriesPerDevice: 2})
+	la.offerAt(t, 0, "telemetry/dev1", `{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7}`)
+	require.Equal(t, map[string]int{"dev1": 2}, la.accepted())
+	require.Equal(t, uint64(5), la.rejected(t, "dev1", "too_many_series"))
+	la.offerAt(t, 0, "telemetry/dev1", `{"a":1,"b":2}`) // tokens: 3 left, then 1
+	la.offerAt(t, 0, "telemetry/dev1", `{"a":1,"b":2}`)
+	require.Equal(t, map[string]int{"dev1": 3}, la.accepted())
+	require.Equal(t, uint64(1), la.rejected(t, "dev1", "rate_limited"))
+	require.Equal(t, uint64(5), la.rejected(t, "dev1", "too_many_series"))
+}

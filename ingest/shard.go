@@ -114,7 +114,10 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 	rate, burst := s.a.cfg.MaxRatePerDevice, s.a.cfg.MaxBurstPerDevice
 	var limited [2]int // readings rejected as rate_limited, too_many_series
 	for _, r := range d.Readings {
-		if rate > 0 && dev != nil && !dev.takeToken(atMs, rate, burst) {
+		// The token is taken before the series is looked up, so that a
+		// reading refused for the rate cannot create a series.
+		token := rate > 0 && dev != nil
+		if token && !dev.takeToken(atMs, rate, burst) {
 			s.rejected[ReasonRateLimited]++
 			dev.rejected[ReasonRateLimited]++
 			limited[0]++
@@ -127,6 +130,9 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 				s.rejected[reason]++
 				if dev != nil {
 					dev.rejected[reason]++
+				}
+				if token {
+					dev.tokens++ // only accepted readings spend the rate
 				}
 				limited[1]++
 				continue
