@@ -176,7 +176,7 @@ func (l *limits) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 		limit, msg = limitPacketSize, "MQTT packet over the size limit: connection closed"
 	case errors.Is(err, packets.ErrReceiveMaximum):
 		limit, msg = limitInflight, "MQTT client over its in-flight window (unreleased QoS 2 publishes): disconnected"
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case isTimeout(err):
 		limit, msg = limitKeepAlive, "MQTT connection silent past its keep-alive: closed"
 	default:
 		return
@@ -187,6 +187,14 @@ func (l *limits) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 			"max_packet_bytes", l.cfg.MaxPacketBytes, "max_inflight", l.cfg.MaxInflight,
 			"keepalive", time.Duration(cl.State.Keepalive)*time.Second)
 	}
+}
+
+// isTimeout reports whether err is a read deadline expiring: an
+// os.ErrDeadlineExceeded from a TCP or TLS connection, or the WebSocket
+// listener's own timeout error, which does not wrap it.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // deviceOf names the device of a session: the one it authenticated as, or

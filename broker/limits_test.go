@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -500,4 +501,28 @@ func TestLimitLogIsRateLimited(t *testing.T) {
 	}
 	require.Equal(t, float64(3*logBurst), testutil.ToFloat64(b.limits.keepAlives))
 	require.Len(t, logs.lines("keep-alive capped"), logBurst)
+}
+
+// wsTimeout is a timeout error that does not wrap os.ErrDeadlineExceeded,
+// as the WebSocket listener's are.
+type wsTimeout struct{}
+
+func (wsTimeout) Error() string   { return "i/o timeout" }
+func (wsTimeout) Timeout() bool   { return true }
+func (wsTimeout) Temporary() bool { return true }
+
+func TestIsTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"deadline", os.ErrDeadlineExceeded, true},
+		{"TCP read", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, true},
+		{"WebSocket", fmt.Errorf("read: %w", wsTimeout{}), true},
+		{"EOF", io.EOF, false},
+		{"too large", packets.ErrPacketTooLarge, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { require.Equal(t, tc.want, isTimeout(tc.err)) })
+	}
 }
