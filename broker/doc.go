@@ -11,5 +11,11 @@
 // Presence: a device is online while at least one MQTT session publishes
 // for it (anonymous mode). Changes go to Config.OnPresence.
 //
+// Limits (limits.go): packet size, the QoS 1/2 in-flight window,
+// connections per IP (checked by a wrapper around every listener before
+// mochi sees the connection) and a keep-alive ceiling; each refusal is
+// counted in telegauge_mqtt_limit_refusals_total and logged, rate-limited,
+// with the device. Readings per second and series per device are ingest's.
+//
 // Broker.Run serves until its context ends; Close is idempotent.
 package broker

@@ -31,4 +31,11 @@
 // Locks: shard.mu guards one shard; only DrainReadings holds several at
 // once, taking them in shard index order. Aggregator.flushMu serialises
 // flushes and is taken before any shard's mu, never while holding one.
+// Aggregator.limitLog's mutex (the budget of limit warnings) is a leaf,
+// taken under a shard's mu and nothing else.
+//
+// Limits per device (limits.go): readings per second (a token bucket in the
+// device's state, over arrival times) and series; readings over them are
+// rejected as rate_limited and too_many_series, and the device is named in
+// a rate-limited warning.
 package ingest
