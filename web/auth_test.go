@@ -365,6 +365,7 @@ func TestLogin(t *testing.T) {
 		{"null origin", http.Header{"Cookie": cookieOnly["Cookie"], "Origin": {"null"}}, 403},
 		{"other referer", http.Header{"Cookie": cookieOnly["Cookie"], "Referer": {"http://evil.example/x"}}, 403},
 		{"own origin", ts.withCookie(ck), 201},
+		{"origin of a proxy's host", http.Header{"Cookie": cookieOnly["Cookie"], "Origin": {"https://ops.example"}, "X-Forwarded-Host": {"ops.example"}}, 201},
 		{"own referer", http.Header{"Cookie": cookieOnly["Cookie"], "Referer": {ts.url + "/#/dashboards"}}, 201},
 		{"token, no origin", bearer(ann.token), 201},
 	} {
