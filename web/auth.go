@@ -139,7 +139,10 @@ var errHashBusy = fiber.NewError(fiber.StatusServiceUnavailable, "too many login
 // auth holds the operators, their sessions and live streams, and the login
 // limits.
 //
-// limits.mu is never held with auth.mu.
+// Locks: auth.mu guards the operators, the sessions and the live viewers;
+// limits.mu the login limits. Neither is held with the other, nor while
+// calling into the hub (Hub.End takes the hub's lock and runs the viewer's
+// OnEnd callback), nor while hashing.
 type auth struct {
 	cfg    AuthConfig
 	log    *slog.Logger
