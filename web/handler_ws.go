@@ -121,10 +121,15 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 		s.streams.Go(func() {
 			v, _, err := s.cfg.Hub.Subscribe(ps, opts)
 			if err != nil {
-				// Admitted a moment ago, refused now: the hub filled up or
-				// is shutting down. 1013 asks the client to come back.
+				// Admitted a moment ago, refused now: the server is
+				// shutting down (1001, as for viewers it already had) or
+				// the hub filled up (1013: come back later).
+				code := websocket.CloseTryAgainLater
+				if errors.Is(err, dashboard.ErrClosed) {
+					code = websocket.CloseGoingAway
+				}
 				_ = conn.WriteControl(websocket.CloseMessage,
-					websocket.FormatCloseMessage(websocket.CloseTryAgainLater, err.Error()), time.Now().Add(closeWriteWaitSlack))
+					websocket.FormatCloseMessage(code, err.Error()), time.Now().Add(closeWriteWaitSlack))
 				_ = conn.Close()
 				return
 			}

@@ -96,6 +96,9 @@ func (n *node) loadDeviceCredentials(ctx context.Context) error {
 func (n *node) watchCredentials(ctx context.Context, log *slog.Logger) error {
 	last, err := n.sql.CredentialsVersion(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
 		return fmt.Errorf("watch credentials: %w", err)
 	}
 	t := time.NewTicker(credentialsPoll)

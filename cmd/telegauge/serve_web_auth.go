@@ -145,6 +145,9 @@ func (n *node) webSecurity(log *slog.Logger) (web.Access, *tls.Config, error) {
 func (n *node) watchUsers(ctx context.Context, log *slog.Logger) error {
 	last, err := n.sql.CredentialsVersion(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
 		return fmt.Errorf("watch users: %w", err)
 	}
 	t := time.NewTicker(credentialsPoll)
