@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,7 @@ type authHook struct {
 	failures *prometheus.CounterVec // by reason
 	denied   *prometheus.CounterVec // by action
 	logGate  logGate
+	failed   failLimiter
 }
 
 func newAuthHook(cfg Config, log *slog.Logger) *authHook {
@@ -185,7 +187,18 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		h.refuse(cl, "anonymous", user)
 		return false
 	}
+	addr := remoteHost(cl.Net.Remote)
+	now := h.now()
+	if !h.failed.allow(addr, now) {
+		// Too many wrong tokens from this address: refused without the
+		// slow hash, so guessing costs the server nothing.
+		h.refuse(cl, "rate_limited", user)
+		return false
+	}
 	ok, known, err := h.creds.check(user, string(pk.Connect.Password))
+	if !ok {
+		h.failed.spend(addr, now)
+	}
 	switch {
 	case errors.Is(err, errRevoked):
 		h.refuse(cl, "revoked", user)
@@ -255,6 +268,72 @@ func validDeviceName(s string) bool {
 		}
 	}
 	return true
+}
+
+// remoteHost returns the host of a "host:port" remote address.
+func remoteHost(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
+}
+
+// failLimiter bounds failed device logins per remote address with a token
+// bucket: failBurst failures in a row, then one per failRefill.
+type failLimiter struct {
+	mu      sync.Mutex // guards buckets
+	buckets map[string]*failBucket
+}
+
+type failBucket struct {
+	tokens float64
+	at     time.Time
+}
+
+const (
+	failBurst      = 20
+	failRefill     = 3 * time.Second
+	failMaxBuckets = 100_000
+)
+
+// level returns the address's bucket refilled to now; callers hold mu.
+func (l *failLimiter) level(addr string, now time.Time) *failBucket {
+	if l.buckets == nil {
+		l.buckets = map[string]*failBucket{}
+	}
+	b, ok := l.buckets[addr]
+	if !ok {
+		if len(l.buckets) >= failMaxBuckets {
+			// Forget the addresses that are back to a full bucket.
+			for k, v := range l.buckets {
+				if v.tokens+float64(now.Sub(v.at))/float64(failRefill) >= failBurst {
+					delete(l.buckets, k)
+				}
+			}
+		}
+		b = &failBucket{tokens: failBurst, at: now}
+		l.buckets[addr] = b
+	}
+	if now.After(b.at) {
+		b.tokens = min(failBurst, b.tokens+float64(now.Sub(b.at))/float64(failRefill))
+		b.at = now
+	}
+	return b
+}
+
+// allow reports whether addr may try a token now.
+func (l *failLimiter) allow(addr string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.level(addr, now).tokens >= 1
+}
+
+// spend counts a failed try from addr.
+func (l *failLimiter) spend(addr string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.level(addr, now)
+	b.tokens = max(b.tokens-1, 0)
 }
 
 // logGate lets through at most logBurst log lines a second, so that a

@@ -225,3 +225,35 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name str
 	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// TestAuthFailuresRateLimited: past a burst of wrong tokens from one
+// address, further tries are refused without checking (a good token too),
+// until the bucket refills.
+func TestAuthFailuresRateLimited(t *testing.T) {
+	var l failLimiter
+	now := time.Unix(1_700_000_000, 0)
+	for range failBurst {
+		require.True(t, l.allow("10.0.0.1", now))
+		l.spend("10.0.0.1", now)
+	}
+	require.False(t, l.allow("10.0.0.1", now))
+	require.True(t, l.allow("10.0.0.2", now), "other addresses are not affected")
+	require.True(t, l.allow("10.0.0.1", now.Add(failRefill)), "one more try per refill")
+	l.spend("10.0.0.1", now.Add(failRefill))
+	require.False(t, l.allow("10.0.0.1", now.Add(failRefill)))
+}
+
+// TestAuthRateLimitedOverMQTT: a real client guessing tokens gets cut off
+// by reason rate_limited.
+func TestAuthRateLimitedOverMQTT(t *testing.T) {
+	b, _ := newAuthBroker(t, &recordingSink{}, map[string]string{"dev1": "tok1"}, nil)
+	url := "tcp://" + b.Addr()
+	for range failBurst {
+		_, _, err := dial(t, url, "dev1", "guess", nil)
+		require.Error(t, err)
+	}
+	before := testutil.ToFloat64(b.auth.failures.WithLabelValues("rate_limited"))
+	_, _, err := dial(t, url, "dev1", "tok1", nil)
+	require.Error(t, err, "even the right token waits once the address is limited")
+	require.Equal(t, before+1, testutil.ToFloat64(b.auth.failures.WithLabelValues("rate_limited")))
+}
