@@ -648,7 +648,7 @@ func (b *bencher) flaky(ctx context.Context, r *BenchResult) error {
 		defer wg.Done()
 		steady, steadyErr = RunDevices(ctx, DevicesConfig{
 			Broker: "tcp://" + cfg.MQTTAddr, Devices: 1, Rate: 20, Messages: int(20 * phase.Seconds()), Metrics: 2, QoS: 1,
-			IDPrefix: "bench-steady-", Seed: 1,
+			IDPrefix: "bench-steady-", Seed: 1, Now: distinctMillis(),
 		}, b.log)
 	}()
 	go func() {
@@ -684,6 +684,21 @@ func (b *bencher) flaky(ctx context.Context, r *BenchResult) error {
 		flaky.Readings, flaky.Disconnects, flaky.Stalls, flaky.Buffered, flaky.Republished, stored,
 		st.Total.Disconnects, st.Total.Stalls, st.Total.Reconnects, st.Total.UniqueMin, st.Total.UniqueMax, perViewer, st.Total.Duplicates, st.Total.Gaps)
 	return errors.Join(verr, qerr)
+}
+
+// distinctMillis returns a clock for one device whose readings each get a
+// millisecond of their own: a device that falls behind sends its due
+// readings in a burst, and two with the same time and value would be
+// indistinguishable from a duplicate delivery.
+func distinctMillis() func() time.Time {
+	var mu sync.Mutex
+	var last int64
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		last = max(last+1, time.Now().UnixMilli())
+		return time.UnixMilli(last)
+	}
 }
 
 // storedReadings sums the per-second counts history holds for the metrics
