@@ -37,7 +37,7 @@ type ServeCmd struct {
 	MQTTTLSKey      string        `name:"mqtt-tls-key" help:"PEM private key of the MQTT TLS listener." placeholder:"FILE"`
 	MQTTTLSClientCA string        `name:"mqtt-tls-client-ca" help:"PEM CA whose client certificates authenticate devices on the TLS listener (device id = the certificate's common name)." placeholder:"FILE"`
 	Heartbeat       time.Duration `default:"15s" help:"Live-stream heartbeat interval."`
-	Auth            string        `enum:"auto,required" default:"auto" help:"auto: anonymous devices and viewers while every listener is on loopback and no credentials exist; required: always demand credentials."`
+	Auth            string        `enum:"auto,required" default:"auto" help:"auto: anonymous devices while the MQTT listeners are on loopback and no device has a token, anonymous viewers while the HTTP listener is on loopback and no user exists; required: always demand credentials."`
 	Demo            int           `help:"Also run N simulated devices in-process." placeholder:"N"`
 
 	DataDir string `default:"./data" help:"Where the SQLite history database lives (telegauge.db)."`
