@@ -76,6 +76,10 @@ type Config struct {
 	ExportPageBuckets int `yaml:"export-page-buckets"`
 	// Boards keeps saved dashboards; nil means in memory.
 	Boards dashboard.BoardStore `yaml:"-"`
+	// Admin manages device credentials and operators for the admin API
+	// (handler_admin.go); nil means there is no database to keep them in,
+	// and the admin API answers 501.
+	Admin AdminStore `yaml:"-"`
 	// Ready reports whether the node can serve (for /readyz); nil means
 	// always ready.
 	Ready func() error `yaml:"-"`
@@ -107,6 +111,12 @@ type Server struct {
 	streams  sync.WaitGroup // SSE and WebSocket connection goroutines
 	auth     *auth
 	csp      string // the Content-Security-Policy header (headers.go)
+	// adminMu serializes operator changes, so that the last-admin check
+	// and the change it allows are one step (in this process; `telegauge
+	// users` beside it is not covered). It is held across the AdminStore
+	// calls on purpose, guards no memory, and may be held while the store
+	// takes auth.mu (SetAccess), never the other way round.
+	adminMu sync.Mutex
 }
 
 // New builds the app and binds its listener; Run serves it.
@@ -221,6 +231,7 @@ func (s *Server) routes() {
 	api.Get("/dashboards/:id", s.handleBoardGet)
 	api.Put("/dashboards/:id", s.needRole(RoleAdmin), s.handleBoardPut)
 	api.Delete("/dashboards/:id", s.needRole(RoleAdmin), s.handleBoardDelete)
+	s.routesAdmin(api) // handler_admin.go
 	api.Use(func(c *fiber.Ctx) error {
 		return dashboard.Errorf(dashboard.CodeNotFound, "no such endpoint: %s %s", c.Method(), c.Path())
 	})
