@@ -11,6 +11,7 @@ import (
 
 	"github.com/telegauge/telegauge/ingest/store"
 	"github.com/telegauge/telegauge/internal/secret"
+	"github.com/telegauge/telegauge/web"
 )
 
 // RecordsFlags locate the database that holds credentials: the same flags
@@ -76,6 +77,11 @@ func addDevice(ctx context.Context, f RecordsFlags, id string) (string, error) {
 		return "", err
 	}
 	defer s.Close()
+	return issueDeviceToken(ctx, s, id)
+}
+
+// issueDeviceToken gives device id a new token in s and returns it.
+func issueDeviceToken(ctx context.Context, s *store.SQL, id string) (string, error) {
 	token, err := secret.NewToken()
 	if err != nil {
 		return "", err
@@ -111,16 +117,21 @@ func (c *DevicesListCmd) Run() error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEVICE\tCREDENTIAL\tFIRST SEEN\tLAST SEEN")
 	for _, d := range devs {
-		cred := "token"
-		switch d.TokenHash {
-		case "":
-			cred = "none"
-		case secret.Revoked:
-			cred = "revoked"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.ID, cred, seen(d.FirstSeenMs), seen(d.LastSeenMs))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.ID, credentialState(d.TokenHash), seen(d.FirstSeenMs), seen(d.LastSeenMs))
 	}
 	return tw.Flush()
+}
+
+// credentialState names what a device's stored token hash is: token,
+// revoked or none (web.CredentialToken and the like).
+func credentialState(tokenHash string) string {
+	switch tokenHash {
+	case "":
+		return web.CredentialNone
+	case secret.Revoked:
+		return web.CredentialRevoked
+	}
+	return web.CredentialToken
 }
 
 func seen(ms int64) string {

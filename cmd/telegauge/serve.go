@@ -143,6 +143,9 @@ type node struct {
 	broker *broker.Broker
 	web    *web.Server
 	creds  *broker.Credentials
+	// applied is the credentials version the server has applied
+	// (serve_devices.go).
+	applied credsApplied
 }
 
 func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
@@ -268,7 +271,8 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		Boards:     boards,
 		Gatherer:   n.reg,
 		Registerer: n.reg,
-		Access:     access, // serve_web_auth.go
+		Access:     access,            // serve_web_auth.go
+		Admin:      n.adminStore(log), // serve_admin.go
 		TLS:        webTLS,
 
 		IdleTimeout: c.HTTPIdleTimeout, // ReadTimeout keeps web's default
@@ -305,8 +309,7 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	back.Go(func() error { return failed("store", n.store.Run(backCtx)) })
 	if n.sql != nil {
 		back.Go(func() error { return n.saveDevices(backCtx, log) })
-		back.Go(func() error { return n.watchCredentials(backCtx, log) })
-		back.Go(func() error { return n.watchUsers(backCtx, log) }) // serve_web_auth.go
+		back.Go(func() error { return n.watchCredentials(backCtx, log) }) // devices and users
 	}
 	ing.Go(func() error { return failed("ingest", n.agg.Run(ingestCtx)) })
 	brk.Go(func() error { return failed("broker", n.broker.Run(brokerCtx)) })

@@ -140,43 +140,6 @@ func (n *node) webSecurity(log *slog.Logger) (web.Access, *tls.Config, error) {
 	return acc, cfg, err
 }
 
-// watchUsers gives the web tier the operators again whenever the database
-// says credentials changed (`telegauge users add|remove`), until ctx ends.
-func (n *node) watchUsers(ctx context.Context, log *slog.Logger) error {
-	last, err := n.sql.CredentialsVersion(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped before it started
-		}
-		return fmt.Errorf("watch users: %w", err)
-	}
-	t := time.NewTicker(credentialsPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		v, err := n.sql.CredentialsVersion(ctx)
-		if err != nil || v == last {
-			if err != nil && ctx.Err() == nil {
-				log.Warn("cannot read credentials version", "err", err)
-			}
-			continue
-		}
-		acc, err := n.webAccess(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("cannot reload users; will retry", "err", err)
-			}
-			continue
-		}
-		n.web.SetAccess(acc)
-		last = v
-	}
-}
-
 // dashboardURL is where the dashboard is served.
 func (n *node) dashboardURL() string {
 	if n.cfg.TLSCert != "" {

@@ -62,6 +62,12 @@ func addUser(ctx context.Context, f RecordsFlags, name, role string) (token stri
 		return "", false, err
 	}
 	defer s.Close()
+	return issueUserToken(ctx, s, name, role)
+}
+
+// issueUserToken creates or replaces user name in s with role and a new
+// token, and returns the token and whether the user existed.
+func issueUserToken(ctx context.Context, s *store.SQL, name, role string) (token string, replaced bool, err error) {
 	_, err = s.GetUser(ctx, name)
 	switch {
 	case err == nil:
@@ -144,15 +150,5 @@ func removeUser(ctx context.Context, f RecordsFlags, name string) error {
 }
 
 // validUserName is the device charset (DESIGN.md §3) plus '@', so that an
-// e-mail address can be a name.
-func validUserName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '@') {
-			return false
-		}
-	}
-	return true
-}
+// e-mail address can be a name: the admin API's rule.
+func validUserName(s string) bool { return web.ValidUserName(s) }
