@@ -186,3 +186,69 @@ export function login(name: string, password: string): Promise<Me> {
 export function logout(): Promise<void> {
   return call<void>("POST", "/api/v1/logout");
 }
+
+// --- admin API (admins only; 501 on a server without a database) --------
+
+/** A device's credential state: a live token, revoked, or never given one. */
+export type Credential = "token" | "revoked" | "none";
+
+export interface AdminDevice {
+  id: string;
+  credential: Credential;
+  /** Unix ms; 0 = never. */
+  firstSeen: number;
+  lastSeen: number;
+}
+
+/** A device's new token, shown once, and how the device connects. */
+export interface IssuedDevice {
+  id: string;
+  token: string;
+  /** The device held a live token, which no longer works. */
+  replaced: boolean;
+  /** Where it publishes: telemetry/{id}. */
+  topic: string;
+  /** MQTT listeners: mqtt://host:port, mqtts://..., ws://.../mqtt. */
+  brokers: string[];
+}
+
+export interface Operator {
+  name: string;
+  role: "admin" | "viewer";
+  /** Unix ms. */
+  created: number;
+}
+
+/** A user's new API token (also the login password), shown once. */
+export interface IssuedUser {
+  name: string;
+  role: "admin" | "viewer";
+  token: string;
+  replaced: boolean;
+}
+
+export async function adminDevices(signal?: AbortSignal): Promise<AdminDevice[]> {
+  const r = await call<{ devices: AdminDevice[] | null }>("GET", "/api/v1/admin/devices", undefined, signal);
+  return r.devices ?? [];
+}
+
+export function issueDevice(id: string): Promise<IssuedDevice> {
+  return call<IssuedDevice>("POST", "/api/v1/admin/devices", { id });
+}
+
+export function revokeDevice(id: string): Promise<void> {
+  return call<void>("DELETE", `/api/v1/admin/devices/${encodeURIComponent(id)}`);
+}
+
+export async function adminUsers(signal?: AbortSignal): Promise<Operator[]> {
+  const r = await call<{ users: Operator[] | null }>("GET", "/api/v1/admin/users", undefined, signal);
+  return r.users ?? [];
+}
+
+export function issueUser(name: string, role: "admin" | "viewer"): Promise<IssuedUser> {
+  return call<IssuedUser>("POST", "/api/v1/admin/users", { name, role });
+}
+
+export function removeUser(name: string): Promise<void> {
+  return call<void>("DELETE", `/api/v1/admin/users/${encodeURIComponent(name)}`);
+}

@@ -11,6 +11,7 @@ import { installHooks } from "./hooks";
 import { showLogin } from "./login";
 import { parseHash, type Route } from "./router";
 import { initTheme, themeToggle } from "./theme";
+import { adminView } from "./views/admin";
 import { boardView } from "./views/board";
 import { dashboardsView } from "./views/dashboards";
 import { deviceView } from "./views/device";
@@ -41,7 +42,25 @@ const reload = () => location.reload();
 function startApp(root: HTMLElement, me: Me): void {
   const live: Live = createLive();
   const fleet = new Fleet();
-  const ctx: Ctx = { live, fleet };
+  // The session may end while a view holds the page (holdSession): the
+  // login page then waits until the last hold lets go.
+  let holds = 0;
+  let endNotice: string | null = null;
+  const ctx: Ctx = {
+    live,
+    fleet,
+    me,
+    holdSession() {
+      holds++;
+      let released = false;
+      return (notice) => {
+        if (released) return;
+        released = true;
+        holds--;
+        if (holds === 0 && endNotice !== null) end(notice ?? endNotice);
+      };
+    },
+  };
   const presence = live.subscribe([PRESENCE_ONLY], { points: () => {}, presence: (p) => fleet.applyPresence(p) });
 
   const main = h("main", { id: "main", class: "main", tabindex: -1 });
@@ -53,13 +72,16 @@ function startApp(root: HTMLElement, me: Me): void {
   });
   const navFleet = h("a", { href: "#/", "data-nav": "fleet" }, "Fleet");
   const navBoards = h("a", { href: "#/dashboards", "data-nav": "dashboards" }, "Dashboards");
+  // Device credentials and users: admins only (the server refuses viewers).
+  const navAdmin = me.role === "admin" ? h("a", { href: "#/admin", "data-nav": "admin", "data-testid": "nav-admin" }, "Admin") : null;
+  const navLinks = navAdmin ? [navFleet, navBoards, navAdmin] : [navFleet, navBoards];
   const badge = connectionBadge(live);
   const banner = staleBanner(live, root);
   const header = h(
     "header",
     { class: "topbar" },
     h("a", { class: "brand", href: "#/", "aria-label": "Telegauge home" }, h("span", { class: "brand-mark", "aria-hidden": "true" }, "◔"), h("span", { class: "brand-text" }, "Telegauge")),
-    h("nav", { class: "nav", "aria-label": "Main" }, navFleet, navBoards),
+    h("nav", { class: "nav", "aria-label": "Main" }, ...navLinks),
     h("div", { class: "topbar-right" }, badge.el, themeToggle(), me.auth === "session" ? userMenu(me, () => end("")) : null),
   );
   root.classList.add("app");
@@ -82,7 +104,7 @@ function startApp(root: HTMLElement, me: Me): void {
     view = makeView(ctx, route);
     main.replaceChildren(view.el);
     document.title = view.title;
-    for (const a of [navFleet, navBoards]) {
+    for (const a of navLinks) {
       const current = a.dataset.nav === (route.view === "board" ? "dashboards" : route.view === "device" ? "fleet" : route.view);
       if (current) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
@@ -103,6 +125,10 @@ function startApp(root: HTMLElement, me: Me): void {
   let ended = false;
   const end = (notice: string) => {
     if (ended) return;
+    if (holds > 0) {
+      endNotice = notice;
+      return;
+    }
     ended = true;
     onUnauthorized(null);
     stopState();
@@ -170,6 +196,8 @@ function makeView(ctx: Ctx, r: Route): View {
       return dashboardsView();
     case "board":
       return boardView(ctx, r);
+    case "admin":
+      return adminView(ctx, r);
     default:
       return {
         el: h(

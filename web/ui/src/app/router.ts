@@ -1,12 +1,17 @@
 // Hash routes: #/ (fleet), #/device/{id}, #/dashboards, #/dashboards/{id},
-// each optionally followed by ?params (e.g. #/device/dev1?range=24h).
+// #/admin/devices and #/admin/users (#/admin is the first), each
+// optionally followed by ?params (e.g. #/device/dev1?range=24h).
 
 export type Route =
   | { view: "fleet"; params: URLSearchParams }
   | { view: "device"; id: string; params: URLSearchParams }
   | { view: "dashboards"; params: URLSearchParams }
   | { view: "board"; id: string; params: URLSearchParams }
+  | { view: "admin"; tab: AdminTab; params: URLSearchParams }
   | { view: "notfound"; path: string; params: URLSearchParams };
+
+/** The admin view's tabs. */
+export type AdminTab = "devices" | "users";
 
 export function parseHash(hash: string): Route {
   let s = hash.replace(/^#/, "");
@@ -19,6 +24,8 @@ export function parseHash(hash: string): Route {
   if (parts[0] === "device" && parts.length === 2 && parts[1]) return { view: "device", id: parts[1], params };
   if (parts[0] === "dashboards" && parts.length === 1) return { view: "dashboards", params };
   if (parts[0] === "dashboards" && parts.length === 2 && parts[1]) return { view: "board", id: parts[1], params };
+  if (parts[0] === "admin" && parts.length === 1) return { view: "admin", tab: "devices", params };
+  if (parts[0] === "admin" && parts.length === 2 && (parts[1] === "devices" || parts[1] === "users")) return { view: "admin", tab: parts[1], params };
   return { view: "notfound", path, params };
 }
 
@@ -40,6 +47,7 @@ export const href = {
   device: (id: string, params?: URLSearchParams | string) => withParams(`#/device/${encodeURIComponent(id)}`, params),
   dashboards: () => "#/dashboards",
   board: (id: string, params?: URLSearchParams | string) => withParams(`#/dashboards/${encodeURIComponent(id)}`, params),
+  admin: (tab: AdminTab = "devices") => `#/admin/${tab}`,
 };
 
 /** Rewrites the hash's parameters without a navigation (no hashchange),

@@ -1,4 +1,5 @@
 import type { Live } from "../../live";
+import type { Me } from "../api";
 import type { Fleet } from "../fleet";
 import type { Route } from "../router";
 
@@ -6,6 +7,14 @@ import type { Route } from "../router";
 export interface Ctx {
   live: Live;
   fleet: Fleet;
+  /** Who the page acts for. */
+  me: Me;
+  /** Keeps the app up while a view shows something that must not vanish
+   *  (a token shown once), even if the session ends meanwhile (a user
+   *  re-issued their own token; the first user turned logins on). The
+   *  returned function lets go; if the session ended, the login page then
+   *  shows, with notice if given. */
+  holdSession(): (notice?: string) => void;
 }
 
 /** A mounted view. */
