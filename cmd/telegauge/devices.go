@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/telegauge/telegauge/ingest"
 	"github.com/telegauge/telegauge/ingest/store"
 	"github.com/telegauge/telegauge/internal/secret"
 	"github.com/telegauge/telegauge/web"
@@ -56,7 +57,7 @@ type DevicesAddCmd struct {
 
 // Run creates the token.
 func (c *DevicesAddCmd) Run() error {
-	if !validName(c.ID) {
+	if !ingest.ValidName(c.ID) {
 		return fmt.Errorf("device id %q: want 1-64 of A-Z a-z 0-9 . _ -", c.ID)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -172,18 +173,4 @@ func revokeDevice(ctx context.Context, f RecordsFlags, id string) error {
 		return err
 	}
 	return nil
-}
-
-// validName applies the DESIGN.md §3 charset and length.
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
