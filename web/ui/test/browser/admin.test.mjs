@@ -145,3 +145,35 @@ test("a viewer has no admin view", async () => {
   assert.equal(r, 403, "and the server refuses the viewer");
   await ctx.close();
 });
+
+test("the first user, added from a server without logins, keeps its token on screen until Done", async () => {
+  const open = await startServer(["--heartbeat", "2s"]);
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  try {
+    const page = await ctx.newPage();
+    await page.goto(open.url + "/#/admin/users");
+    await page.getByTestId("first-user-note").waitFor();
+    await eventually(() => page.evaluate(() => window.__telegauge.live()?.status === "live"), { what: "live" });
+    assert.equal(await page.getByTestId("user-role").inputValue(), "admin", "the first must be an admin");
+    await page.getByTestId("user-name").fill("ann");
+    await page.getByTestId("user-add").getByRole("button", { name: "Add user" }).click();
+    await page.getByTestId("token-box").waitFor();
+    const token = await page.getByTestId("issued-token").inputValue();
+    // Logins are on: the anonymous live stream was ended and cannot come
+    // back, yet the token stays until Done.
+    await eventually(() => page.evaluate(() => window.__telegauge.live()?.status !== "live"), { what: "the anonymous stream ended" });
+    assert.equal(await page.evaluate(async () => (await fetch("/api/v1/me")).status), 401);
+    assert.equal(await page.getByTestId("issued-token").inputValue(), token);
+    assert.equal(await page.getByTestId("login-form").count(), 0);
+    await page.getByTestId("token-done").click();
+    await page.getByTestId("login-form").waitFor();
+    assert.match(await page.getByTestId("login").innerText(), /Sign in as ann/);
+    await page.getByTestId("login-name").fill("ann");
+    await page.getByTestId("login-password").fill(token);
+    await page.getByTestId("login-submit").click();
+    await page.getByTestId("nav-admin").waitFor();
+  } finally {
+    await ctx.close();
+    await open.stop();
+  }
+});
