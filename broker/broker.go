@@ -18,8 +18,11 @@ import (
 // Sink receives telemetry publishes, on the publishing connection's
 // goroutine. Offer must not wait for anything slow (a viewer, the disk): the
 // time it takes is time that connection is not read, which is how a busy
-// server slows a device down (TCP and MQTT flow control). It returns false
-// when it cannot take the message at all (shutting down).
+// server slows a device down (TCP and MQTT flow control). A sink may use
+// that on purpose, holding a publish to slow a device over its rate; it
+// should then let go of held publishes before Close, which waits for the
+// publishes inside Offer. It returns false when it cannot take the message
+// at all (shutting down).
 type Sink interface {
 	Offer(topic string, payload []byte, at time.Time) bool
 }

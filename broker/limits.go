@@ -37,8 +37,11 @@ import (
 //     MQTT 5 clients [MQTT-3.2.2-21]), so a dead connection is always cut.
 //
 // Readings per second and series per device are limited in ingest, where
-// readings are counted; they are rejections like malformed payloads
-// (telegauge_readings_rejected_total{reason="rate_limited"|"too_many_series"}).
+// readings are counted. Series over the limit are rejections like
+// malformed payloads (telegauge_readings_rejected_total{reason="too_many_series"});
+// a device over its rate is slowed instead: the sink holds its publish
+// inside Offer, so mochi reads its connection's next packet later
+// (ingest/limits.go, telegauge_device_throttled_seconds_total).
 
 // Limit defaults. See Config.
 const (

@@ -41,15 +41,17 @@ type Config struct {
 	MaxSeries int `yaml:"max-series"`
 	// MaxDevices caps the devices tracked. Zero means 100,000.
 	MaxDevices int `yaml:"max-devices"`
-	// MaxRatePerDevice caps the readings per second one device may have
-	// accepted: a token bucket per device, refilled at this rate by the
-	// publishes' arrival times, holding at most MaxBurstPerDevice. Readings
-	// beyond it are rejected as rate_limited. Zero means 1,000;
-	// negative means no limit.
+	// MaxRatePerDevice is the readings per second one device may send
+	// over time: a token bucket per device, refilled at this rate by the
+	// publishes' arrival times, holding at most MaxBurstPerDevice. A device
+	// over it is slowed, not refused: its readings are accepted, and Offer
+	// holds the publishing connection (up to a second per publish) until
+	// the bucket has refilled, so that the device's next packets are read
+	// at this rate (limits.go). Zero means 1,000; negative means no limit.
 	MaxRatePerDevice float64 `yaml:"max-rate-per-device"`
 	// MaxBurstPerDevice is the size of that bucket: how many readings a
-	// device that has been quiet may send at once (a device replaying its
-	// offline buffer, say). Zero means ten seconds' worth of
+	// device that has been quiet may send at once, unslowed (a device
+	// replaying its offline buffer, say). Zero means ten seconds' worth of
 	// MaxRatePerDevice; it is at least 1.
 	MaxBurstPerDevice int `yaml:"max-burst-per-device"`
 	// RawPoints is how many recent raw readings are kept per series. Zero
@@ -73,6 +75,12 @@ type Config struct {
 	Notify func() `yaml:"-"`
 	// Clock is the time source; nil means the real clock.
 	Clock clockwork.Clock `yaml:"-"`
+	// Sleep, when set, is called by Offer, with no lock held, to hold a
+	// publishing connection whose device is over MaxRatePerDevice, instead
+	// of waiting on Clock (tests record the waits). Nil means a wait on
+	// Clock that ends early when throttling stops (StopThrottling, or Run
+	// returning). It is not called once throttling has stopped.
+	Sleep func(time.Duration) `yaml:"-"`
 	// Registerer receives the aggregator's metrics; nil means none.
 	Registerer prometheus.Registerer `yaml:"-"`
 }
@@ -103,6 +111,11 @@ type Aggregator struct {
 	stopped  atomic.Bool
 	flushMu  sync.Mutex // serialises flushes (ticker and Flush), across the store write
 	limitLog logBudget  // lines about devices over their limits
+
+	// unthrottled is closed by StopThrottling: it ends the waits of the
+	// publishes held for their device's rate.
+	unthrottled    chan struct{}
+	unthrottleOnce sync.Once
 }
 
 // New validates cfg and returns an Aggregator; Run starts it.
@@ -152,6 +165,8 @@ func New(cfg Config, log *slog.Logger) (*Aggregator, error) {
 		log:    log.With("component", "ingest"),
 		prefix: cfg.Decode.Prefix + "/",
 		seed:   maphash.MakeSeed(),
+
+		unthrottled: make(chan struct{}),
 	}
 	a.metrics = newMetrics(a)
 	if cfg.Registerer != nil {
@@ -181,21 +196,28 @@ func (a *Aggregator) shardFor(device string) *shard {
 
 // Offer decodes one publish and folds what it accepts into its device's
 // shard, on the caller's goroutine; it does not wait for anything but that
-// shard's lock. It returns false only once the aggregator has stopped
-// (Run returned), counting the message against its device as an overload
-// rejection.
+// shard's lock, except when the device is over MaxRatePerDevice: then,
+// after releasing the lock, it holds the caller for up to a second (see
+// limits.go), which is how the broker, calling it on the device's
+// connection goroutine, slows the device down. It returns false only once
+// the aggregator has stopped (Run returned), counting the message against
+// its device as an overload rejection.
 func (a *Aggregator) Offer(topic string, payload []byte, at time.Time) bool {
 	atMs := at.UnixMilli()
 	dec := a.decoders.Get().(*Decoder)
 	d := dec.Decode(topic, payload, atMs)
 	s := a.shardFor(d.Device)
 	ok := !a.stopped.Load()
+	var wait time.Duration
 	if ok {
-		s.apply(&d, atMs)
+		wait = s.apply(&d, atMs)
 	} else {
 		s.refuse(d.Device)
 	}
 	a.decoders.Put(dec)
+	if wait > 0 {
+		a.throttle(wait)
+	}
 	return ok
 }
 
@@ -263,6 +285,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			cancel()
 		case <-ctx.Done():
 			a.stopped.Store(true)
+			a.StopThrottling()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
 			return a.Flush(fctx)
@@ -315,7 +338,8 @@ type DeviceInfo struct {
 	FirstSeenMs      int64 // Unix ms of the first message or connection known; 0 if never
 	LastSeenMs       int64 // Unix ms of the latest message or connection; 0 if never
 	Metrics          []string
-	Rate             float64 // accepted readings per second over the last 10 s
+	Rate             float64       // accepted readings per second over the last 10 s
+	Throttled        time.Duration // how long its publishes were held for going over MaxRatePerDevice
 	Rejected         uint64
 	RejectedByReason map[string]uint64
 }

@@ -22,7 +22,9 @@
 // bounded per-shard list for the hub (beyond MaxLiveReadings the oldest are
 // dropped from the live stream and reported as a gap; history keeps them),
 // and flushes write to the store from Run's goroutine, outside the shard
-// locks.
+// locks. The one wait it makes is on purpose: a device over its reading
+// rate has its publish held, with no lock held, for up to a second (see
+// Limits below).
 //
 // Rejections are counted per device and per reason and logged at Debug; a
 // rejected reading never reaches a rollup or a viewer, and never stops
@@ -35,7 +37,11 @@
 // taken under a shard's mu and nothing else.
 //
 // Limits per device (limits.go): readings per second (a token bucket in the
-// device's state, over arrival times) and series; readings over them are
-// rejected as rate_limited and too_many_series, and the device is named in
+// device's state, over arrival times) and series. A device over its rate is
+// slowed, never refused: its readings are accepted, and Offer holds the
+// publishing connection until the bucket has refilled (at most a second per
+// publish; StopThrottling and Run's end cut the waits short), so the broker
+// reads the device's next packets at its rate. Readings over the series
+// limit are rejected as too_many_series. Either way the device is named in
 // a rate-limited warning.
 package ingest

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -45,6 +46,22 @@ func newMetrics(a *Aggregator) *metrics {
 		}, sum(func(s *shard) uint64 { return s.accepted })),
 		rejectedCollector{a: a, desc: prometheus.NewDesc("telegauge_readings_rejected_total",
 			"Readings or payloads rejected, by reason.", []string{"reason"}, nil)},
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "telegauge_device_throttled_seconds_total",
+			Help: "Time publishing connections were held, their next packets unread, because their device was over its reading rate (nothing is dropped).",
+		}, func() float64 {
+			var d time.Duration
+			for _, s := range a.shards {
+				s.mu.Lock()
+				d += s.throttledWait
+				s.mu.Unlock()
+			}
+			return d.Seconds()
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "telegauge_device_throttled_messages_total",
+			Help: "Publishes whose connection was held because their device was over its reading rate.",
+		}, sum(func(s *shard) uint64 { return s.throttled })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "telegauge_live_readings_dropped_total",
 			Help: "Accepted readings dropped from live streams because the hub fell behind (kept in history; viewers got a gap).",

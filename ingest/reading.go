@@ -79,14 +79,13 @@ const (
 	ReasonFuture                      // ts too far ahead of the server clock
 	ReasonTooOld                      // ts older than the late window
 	ReasonTooManySeries               // the device is at its series limit
-	ReasonOverload                    // ingest queue full: dropped before decoding
-	ReasonRateLimited                 // the device is over its readings/s limit
+	ReasonOverload                    // refused because ingest had stopped
 	NumReasons          int    = iota
 )
 
 var reasonNames = [NumReasons]string{
 	"malformed", "too_large", "bad_name", "not_finite", "bad_time",
-	"future", "too_old", "too_many_series", "overload", "rate_limited",
+	"future", "too_old", "too_many_series", "overload",
 }
 
 // String returns the reason's API name, such as "too_old".
@@ -108,12 +107,11 @@ var (
 	ErrTooOld        = errors.New("timestamp older than the late window")
 	ErrTooManySeries = errors.New("too many series for device")
 	ErrOverload      = errors.New("ingest overloaded")
-	ErrRateLimited   = errors.New("device over its reading rate")
 )
 
 var reasonErrs = [NumReasons]error{
 	ErrMalformed, ErrTooLarge, ErrBadName, ErrNotFinite, ErrBadTime,
-	ErrFuture, ErrTooOld, ErrTooManySeries, ErrOverload, ErrRateLimited,
+	ErrFuture, ErrTooOld, ErrTooManySeries, ErrOverload,
 }
 
 // Err returns the sentinel error of the reason.

@@ -30,8 +30,12 @@ type shard struct {
 	liveGap  *LiveGap      // readings dropped from live because live was full
 	accepted uint64
 	rejected [NumReasons]uint64
-	liveDrop uint64
-	lastWarn time.Time
+	// throttled counts the publishes held for their device's rate, and
+	// throttledWait the time they were asked to wait.
+	throttled     uint64
+	throttledWait time.Duration
+	liveDrop      uint64
+	lastWarn      time.Time
 }
 
 // series is one series' live state: its buckets since the last flush and
@@ -52,7 +56,7 @@ type rawPoint struct {
 	v   float64
 }
 
-// device is one device's state: presence, activity and rejections.
+// device is one device's state: presence, activity, rejections and rate.
 type device struct {
 	id          string
 	online      bool
@@ -64,14 +68,19 @@ type device struct {
 	// seconds; rateSec[i] says which second slot i holds.
 	rate    [rateSlots]uint32
 	rateSec [rateSlots]int64
-	// tokens is the readings the device may still send now (see
-	// takeToken), as of tokensMs; tokensMs 0 means a full bucket.
+	// tokens is the readings the device may still send now, negative when
+	// it is in debt (see spend), as of tokensMs; tokensMs 0 means a full
+	// bucket.
 	tokens   float64
 	tokensMs int64
-	// limitLogMs is when the device was last named in a limit warning;
-	// limitRejected counts its readings rejected by limits since then.
-	limitLogMs    int64
-	limitRejected uint64
+	// throttled is the time its publishes were held for its rate.
+	throttled time.Duration
+	// limitLogMs is when the device was last named in a warning about each
+	// limit; limitN counts what happened since (readings rejected, or
+	// publishes held) and limitWait how long those publishes were held.
+	limitLogMs [numLimits]int64
+	limitN     [numLimits]uint64
+	limitWait  time.Duration
 }
 
 // rateSlots is one more than the 10 s rate window so the second in progress
@@ -88,7 +97,10 @@ func newShard(id int, a *Aggregator) *shard {
 }
 
 // apply folds one decoded message, which arrived at atMs, into the shard.
-func (s *shard) apply(d *Decoded, atMs int64) {
+// It returns how long the publishing connection should be held because the
+// device is over its rate (see spend); the caller waits after releasing
+// every lock.
+func (s *shard) apply(d *Decoded, atMs int64) (wait time.Duration) {
 	if len(d.Rejects) > 0 && s.a.log.Enabled(context.Background(), slog.LevelDebug) {
 		for i := range d.Rejects {
 			s.a.log.Debug("reading rejected", "device", d.Device, "err", &d.Rejects[i])
@@ -111,18 +123,8 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 		}
 	}
 	wasEmpty := len(s.live) == 0
-	rate, burst := s.a.cfg.MaxRatePerDevice, s.a.cfg.MaxBurstPerDevice
-	var limited [2]int // readings rejected as rate_limited, too_many_series
+	accepted, tooMany := 0, 0
 	for _, r := range d.Readings {
-		// The token is taken before the series is looked up, so that a
-		// reading refused for the rate cannot create a series.
-		token := rate > 0 && dev != nil
-		if token && !dev.takeToken(atMs, rate, burst) {
-			s.rejected[ReasonRateLimited]++
-			dev.rejected[ReasonRateLimited]++
-			limited[0]++
-			continue
-		}
 		ser := s.series[r.Series]
 		if ser == nil {
 			var reason Reason
@@ -131,10 +133,7 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 				if dev != nil {
 					dev.rejected[reason]++
 				}
-				if token {
-					dev.tokens++ // only accepted readings spend the rate
-				}
-				limited[1]++
+				tooMany++
 				continue
 			}
 		}
@@ -144,16 +143,27 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 			s.dirty = append(s.dirty, ser)
 		}
 		ser.dev.count(nowSec)
-		s.accepted++
+		accepted++
 		s.pushLiveLocked(Reading{Series: ser.id, TimeMs: r.TimeMs, Value: r.Value})
 	}
+	s.accepted += uint64(accepted)
+	// Only accepted readings spend the rate, all of the publish's at once.
+	// A reading's series belongs to the topic's device, so dev is not nil
+	// when any was accepted.
+	if rate := s.a.cfg.MaxRatePerDevice; rate > 0 && accepted > 0 && dev != nil {
+		wait = dev.spend(atMs, accepted, rate, s.a.cfg.MaxBurstPerDevice)
+	}
 	notify := wasEmpty && len(s.live) > 0
-	var hits [2]limitHit
-	var logHit [2]bool
-	for i, reason := range [2]Reason{ReasonRateLimited, ReasonTooManySeries} {
-		if limited[i] > 0 {
-			hits[i], logHit[i] = s.noteLimitLocked(dev, reason, limited[i], atMs)
-		}
+	var hits [numLimits]limitHit
+	var logHit [numLimits]bool
+	if tooMany > 0 {
+		hits[limitSeries], logHit[limitSeries] = s.noteLimitLocked(dev, limitSeries, tooMany, 0, atMs)
+	}
+	if wait > 0 {
+		s.throttled++
+		s.throttledWait += wait
+		dev.throttled += wait
+		hits[limitRate], logHit[limitRate] = s.noteLimitLocked(dev, limitRate, 1, wait, atMs)
 	}
 	s.mu.Unlock()
 	for i := range hits {
@@ -164,6 +174,7 @@ func (s *shard) apply(d *Decoded, atMs int64) {
 	if notify && s.a.cfg.Notify != nil {
 		s.a.cfg.Notify()
 	}
+	return wait
 }
 
 // pushLiveLocked queues a reading for the live hub. When the hub has not
@@ -417,6 +428,7 @@ func (s *shard) appendDevices(out []DeviceInfo, nowMs int64) []DeviceInfo {
 			LastSeenMs:       d.lastSeenMs,
 			Metrics:          slices.Clone(d.metrics),
 			Rate:             d.rateAt(nowMs / 1000),
+			Throttled:        d.throttled,
 			RejectedByReason: make(map[string]uint64),
 		}
 		for r, n := range d.rejected {

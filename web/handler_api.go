@@ -50,6 +50,7 @@ type deviceJSON struct {
 	Rate             float64           `json:"rate"`
 	Rejected         uint64            `json:"rejected"`
 	RejectedByReason map[string]uint64 `json:"rejectedByReason"`
+	ThrottledSeconds float64           `json:"throttledSeconds"`
 }
 
 func (s *Server) handleDevices(c *fiber.Ctx) error {
@@ -63,6 +64,7 @@ func (s *Server) handleDevices(c *fiber.Ctx) error {
 		out[i] = deviceJSON{
 			ID: d.ID, Online: d.Online, LastSeen: d.LastSeenMs, Metrics: metrics,
 			Rate: d.Rate, Rejected: d.Rejected, RejectedByReason: d.RejectedByReason,
+			ThrottledSeconds: d.Throttled.Seconds(),
 		}
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")

@@ -1004,6 +1004,7 @@ func TestDevicesAndQuery(t *testing.T) {
 			Rate             *float64          `json:"rate"`
 			Rejected         uint64            `json:"rejected"`
 			RejectedByReason map[string]uint64 `json:"rejectedByReason"`
+			ThrottledSeconds *float64          `json:"throttledSeconds"`
 		} `json:"devices"`
 	}
 	require.Equal(t, http.StatusOK, getJSON(t, ts.url+"/api/v1/devices", &devs))
@@ -1019,6 +1020,8 @@ func TestDevicesAndQuery(t *testing.T) {
 	require.NotNil(t, d1.Rate)
 	require.Equal(t, uint64(1), d1.Rejected)
 	require.Equal(t, map[string]uint64{"bad_time": 1}, d1.RejectedByReason)
+	require.NotNil(t, d1.ThrottledSeconds)
+	require.Zero(t, *d1.ThrottledSeconds, "a device within its rate is never held")
 	d2 := devs.Devices[byID["dev2"]]
 	require.False(t, d2.Online)
 	require.Equal(t, []string{"temp"}, d2.Metrics)

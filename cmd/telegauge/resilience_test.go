@@ -186,7 +186,8 @@ func TestSlowConsumer(t *testing.T) {
 	// heartbeats without a word from the client) cannot end the slow
 	// WebSocket before the slow-viewer policy does.
 	// No per-device rate limit: each device publishes 2,000 readings/s
-	// for as long as the slow clients take to be dropped.
+	// for as long as the slow clients take to be dropped, which the
+	// default limit would slow down to 1,000.
 	n := mustRunMain(t, fmt.Sprintf("--viewer-queue-bytes=%d", queueBytes), "--heartbeat=30s", "--max-rate-per-device=-1")
 
 	dl := newDeliveryLog(prefix, time.Now().Add(-time.Minute).UnixMilli())

@@ -47,8 +47,8 @@ type ServeCmd struct {
 	LateWindow         time.Duration `default:"24h" help:"Oldest reading time accepted, relative to now."`
 	MaxSeriesPerDevice int           `default:"1000" help:"Series one device may create."`
 	// Device limits (broker/limits.go, ingest/limits.go).
-	MaxRatePerDevice   float64       `default:"1000" help:"Readings per second one device may have accepted; more are rejected as rate_limited (negative: no limit)."`
-	MaxBurstPerDevice  int           `default:"0" help:"Readings a device that has been quiet may send at once, e.g. replaying its offline buffer (0: ten seconds' worth of --max-rate-per-device)."`
+	MaxRatePerDevice   float64       `default:"1000" help:"Readings per second one device may send; a device over it is slowed (its connection is not read until it is back within the rate), nothing is dropped (negative: no limit)."`
+	MaxBurstPerDevice  int           `default:"0" help:"Readings a device that has been quiet may send at once before it is slowed, e.g. replaying its offline buffer (0: ten seconds' worth of --max-rate-per-device)."`
 	MQTTMaxPacketBytes int           `name:"mqtt-max-packet-bytes" default:"262144" help:"Largest MQTT packet; a client sending a larger one is disconnected."`
 	MQTTMaxInflight    int           `name:"mqtt-max-inflight" default:"128" help:"QoS 1/2 window per MQTT client, each way: unreleased QoS 2 publishes it may have (one more disconnects it), messages stored for it (more are dropped)."`
 	MQTTMaxConnsPerIP  int           `name:"mqtt-max-conns-per-ip" default:"100" help:"MQTT connections per IP address (IPv6: per /64); loopback is not counted (negative: no limit)."`
@@ -327,6 +327,9 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	done := make(chan error, 1)
 	go func() {
 		errs := []error{front.Wait()} // web ended its viewers and stopped; demo devices disconnected
+		// Let go of the devices held for going over their rate: the broker
+		// waits for publishes inside ingest before it returns.
+		n.agg.StopThrottling()
 		stopBroker()
 		errs = append(errs, brk.Wait())
 		stopIngest() // drain the queue and flush, now that nothing more can arrive

@@ -80,7 +80,8 @@ func TestSimFlakyDevicesHistory(t *testing.T) {
 // in-process server: every scenario completes and reports sane numbers.
 func TestBenchSmall(t *testing.T) {
 	// As telegauge bench starts its server: no per-device rate limit, so
-	// the ingest scenarios' devices publish as fast as they can.
+	// the ingest scenarios' devices publish as fast as they can rather
+	// than be slowed to the limit.
 	n := mustRunMain(t, "--max-rate-per-device=-1")
 	// The server is in this process, so a pprof handler here collects its
 	// garbage for the idle scenarios.
