@@ -18,4 +18,14 @@
 // with the device. Readings per second and series per device are ingest's.
 //
 // Broker.Run serves until its context ends; Close is idempotent.
+//
+// External broker mode (upstream.go): instead of serving devices itself, a
+// node can read telemetry from an existing MQTT broker or cluster with the
+// Eclipse paho client, through a QoS 1 shared subscription
+// ($share/{group}/{prefix}/#) so that several nodes split the readings.
+// The sink then runs on paho's one dispatch goroutine, and a message is
+// acknowledged only once the sink took it. Presence comes from readings:
+// a device is online while it published within the presence window.
+// Upstream.Run connects, resubscribes on every reconnection and returns
+// once disconnected; Close is idempotent.
 package broker
