@@ -380,7 +380,12 @@ func (u *Upstream) subscribe(ctx context.Context) bool {
 		return false
 	}
 	if err == nil {
-		granted := tok.(*paho.SubscribeToken).Result()[u.filter]
+		// paho keys the result by the filter without its $share/{group}/;
+		// there is one filter.
+		granted := byte(0x80)
+		for _, q := range tok.(*paho.SubscribeToken).Result() {
+			granted = q
+		}
 		switch {
 		case granted == 0x80:
 			err = errors.New("the broker refused the subscription (SUBACK 0x80: check its ACL and that it supports shared subscriptions)")

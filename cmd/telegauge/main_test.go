@@ -58,7 +58,7 @@ func mustRunMain(t testing.TB, args ...string) *testNode {
 			t.Error("server did not stop")
 		}
 	})
-	return &testNode{node: n, httpURL: "http://" + n.web.Addr(), mqttURL: "tcp://" + n.broker.Addr()}
+	return &testNode{node: n, httpURL: "http://" + n.web.Addr(), mqttURL: n.mqttURL()}
 }
 
 // eventually polls check until it holds or the test fails.

@@ -66,6 +66,8 @@ type ServeCmd struct {
 	Transports         []string      `enum:"ws,sse,longpoll" default:"ws,sse,longpoll" help:"Live transports to serve (longpoll also serves short polls); turn off one a proxy in front breaks."`
 	// HTTPS on the HTTP listener: --tls-cert, --tls-key (serve_web_auth.go).
 	WebTLSFlags `embed:""`
+	// External broker mode: --mqtt-upstream URL ... (serve_upstream.go).
+	UpstreamFlags `embed:""`
 
 	DebugAddr string `help:"Serve Go's pprof profiles on this address (loopback only; off when empty)." placeholder:"ADDR"`
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Log level."`
@@ -141,8 +143,10 @@ type node struct {
 	agg    *ingest.Aggregator
 	hub    *dashboard.Hub
 	broker *broker.Broker
-	web    *web.Server
-	creds  *broker.Credentials
+	// upstream replaces broker in external broker mode (serve_upstream.go).
+	upstream *broker.Upstream
+	web      *web.Server
+	creds    *broker.Credentials
 	// applied is the credentials version the server has applied
 	// (serve_devices.go).
 	applied credsApplied
@@ -229,7 +233,13 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n.broker, err = broker.New(broker.Config{
+	if c.MQTTUpstream != "" {
+		// External broker mode (serve_upstream.go): no embedded listeners.
+		if n.upstream, err = n.newUpstream(log); err != nil {
+			_ = n.store.Close()
+			return nil, err
+		}
+	} else if n.broker, err = broker.New(broker.Config{
 		Addr:        c.MQTTAddr,
 		WSAddr:      c.MQTTWSAddr,
 		TLSAddr:     c.MQTTTLSAddr,
@@ -258,7 +268,7 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 	// Operators and HTTPS (serve_web_auth.go).
 	access, webTLS, err := n.webSecurity(log)
 	if err != nil {
-		_ = n.broker.Close()
+		n.closeMQTT()
 		return nil, err
 	}
 	if n.web, err = web.New(web.Config{
@@ -276,8 +286,9 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		TLS:        webTLS,
 
 		IdleTimeout: c.HTTPIdleTimeout, // ReadTimeout keeps web's default
+		Ready:       n.mqttReady,       // serve_upstream.go
 	}, log); err != nil {
-		_ = n.broker.Close()
+		n.closeMQTT()
 		return nil, err
 	}
 	return n, nil
@@ -312,7 +323,7 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 		back.Go(func() error { return n.watchCredentials(backCtx, log) }) // devices and users
 	}
 	ing.Go(func() error { return failed("ingest", n.agg.Run(ingestCtx)) })
-	brk.Go(func() error { return failed("broker", n.broker.Run(brokerCtx)) })
+	brk.Go(func() error { return failed("broker", n.runMQTT(brokerCtx)) })
 	front.Go(func() error { return failed("web", n.web.Run(ctx)) })
 	if n.cfg.DebugAddr != "" {
 		front.Go(func() error { return failed("debug", serveDebug(ctx, n.cfg.DebugAddr, log)) })
@@ -320,7 +331,7 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	if n.cfg.Demo > 0 {
 		front.Go(func() error { return runDemo(ctx, n.cfg.Demo, n.broker.Addr(), n.cfg.Prefix, n.creds, log) })
 	}
-	log.Info("telegauge serving", "dashboard", n.dashboardURL(), "mqtt", n.broker.Addr(), "demo", n.cfg.Demo)
+	log.Info("telegauge serving", "dashboard", n.dashboardURL(), "mqtt", n.mqttAddr(), "demo", n.cfg.Demo)
 
 	<-ctx.Done()
 	log.Info("shutting down")

@@ -104,6 +104,9 @@ func (a adminStore) IssueDevice(ctx context.Context, id string) (web.IssuedDevic
 
 // mqttURLs are the broker's listeners as URLs, for the device hint.
 func (n *node) mqttURLs() []string {
+	if n.upstream != nil {
+		return []string{n.upstream.URL()} // external broker mode (serve_upstream.go)
+	}
 	urls := []string{"mqtt://" + n.broker.Addr()}
 	if addr := n.broker.TLSAddr(); addr != "" {
 		urls = append(urls, "mqtts://"+addr)
