@@ -1,0 +1,90 @@
+package bus
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+
+	"github.com/telegauge/telegauge/ingest"
+)
+
+// A readings message is a version byte, then per reading:
+//
+//	uvarint len(series) | series | varint (TimeMs - previous TimeMs) | 8 bytes IEEE 754 value, little endian
+//
+// The first reading's time delta is from 0. Readings arrive grouped by
+// series (a node's shards drain series by series), so times are close and
+// the deltas are short: about 12 bytes a reading plus its series id.
+const codecVersion = 1
+
+// errCorrupt is a readings message that does not decode.
+var errCorrupt = errors.New("corrupt readings message")
+
+// appendReadings encodes rs after dst.
+func appendReadings(dst []byte, rs []ingest.Reading) []byte {
+	if len(dst) == 0 {
+		dst = append(dst, codecVersion)
+	}
+	var prev int64
+	for _, r := range rs {
+		dst = binary.AppendUvarint(dst, uint64(len(r.Series)))
+		dst = append(dst, r.Series...)
+		dst = binary.AppendVarint(dst, r.TimeMs-prev)
+		prev = r.TimeMs
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
+	}
+	return dst
+}
+
+// interner reuses series id strings across messages, so a steady stream
+// of readings allocates no strings. It is bounded: past maxInterned ids it
+// starts over.
+type interner map[string]string
+
+const maxInterned = 1 << 16
+
+func (in *interner) get(b []byte) string {
+	if s, ok := (*in)[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	if len(*in) >= maxInterned {
+		*in = make(interner)
+	}
+	s := string(b)
+	(*in)[s] = s
+	return s
+}
+
+// decodeReadings appends the readings of msg to dst. Series ids are not
+// validated here (ApplyRemote drops invalid ones); a truncated or otherwise
+// malformed message is errCorrupt, with the readings decoded before the
+// fault returned.
+func decodeReadings(dst []ingest.Reading, msg []byte, in *interner) ([]ingest.Reading, error) {
+	if len(msg) == 0 || msg[0] != codecVersion {
+		return dst, errCorrupt
+	}
+	msg = msg[1:]
+	var prev int64
+	for len(msg) > 0 {
+		n, k := binary.Uvarint(msg)
+		if k <= 0 || n > uint64(len(msg)-k) || n > 2*ingest.MaxNameLen+1 {
+			return dst, errCorrupt
+		}
+		msg = msg[k:]
+		series := in.get(msg[:n])
+		msg = msg[n:]
+		d, k := binary.Varint(msg)
+		if k <= 0 || len(msg)-k < 8 {
+			return dst, errCorrupt
+		}
+		msg = msg[k:]
+		prev += d
+		v := math.Float64frombits(binary.LittleEndian.Uint64(msg))
+		msg = msg[8:]
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return dst, errCorrupt
+		}
+		dst = append(dst, ingest.Reading{Series: series, TimeMs: prev, Value: v})
+	}
+	return dst, nil
+}
