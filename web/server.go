@@ -83,6 +83,11 @@ type Config struct {
 	// Ready reports whether the node can serve (for /readyz); nil means
 	// always ready.
 	Ready func() error `yaml:"-"`
+	// ReadyInfo adds fields to /readyz's body that do not make the node
+	// unready, such as a cluster link that is down while the node still
+	// serves its own devices ({"cluster": "nats unreachable since ..."}).
+	// May be nil.
+	ReadyInfo func() map[string]string `yaml:"-"`
 	// Gatherer serves /metrics; nil means no metrics endpoint.
 	Gatherer prometheus.Gatherer `yaml:"-"`
 	// Registerer receives the web tier's metrics; nil means none.
@@ -350,5 +355,13 @@ func (s *Server) handleReady(c *fiber.Ctx) error {
 			return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "error": err.Error()})
 		}
 	}
-	return c.JSON(fiber.Map{"status": "ready"})
+	body := fiber.Map{"status": "ready"}
+	if s.cfg.ReadyInfo != nil {
+		for k, v := range s.cfg.ReadyInfo() {
+			if k != "status" {
+				body[k] = v
+			}
+		}
+	}
+	return c.JSON(body)
 }

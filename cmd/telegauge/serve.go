@@ -21,6 +21,7 @@ import (
 	"github.com/telegauge/telegauge/broker"
 	"github.com/telegauge/telegauge/dashboard"
 	"github.com/telegauge/telegauge/ingest"
+	"github.com/telegauge/telegauge/ingest/bus"
 	"github.com/telegauge/telegauge/ingest/store"
 	"github.com/telegauge/telegauge/web"
 )
@@ -68,6 +69,8 @@ type ServeCmd struct {
 	WebTLSFlags `embed:""`
 	// External broker mode: --mqtt-upstream URL ... (serve_upstream.go).
 	UpstreamFlags `embed:""`
+	// Cluster mode: --nats, --node-id (serve_cluster.go).
+	ClusterFlags `embed:""`
 
 	DebugAddr string `help:"Serve Go's pprof profiles on this address (loopback only; off when empty)." placeholder:"ADDR"`
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Log level."`
@@ -147,6 +150,7 @@ type node struct {
 	upstream *broker.Upstream
 	web      *web.Server
 	creds    *broker.Credentials
+	bus      *bus.Bus // cluster mode; nil without --nats (serve_cluster.go)
 	// applied is the credentials version the server has applied
 	// (serve_devices.go).
 	applied credsApplied
@@ -212,10 +216,14 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		ResumeWindow:     c.ResumeWindow,
 		Heartbeat:        c.Heartbeat,
 		ViewerQueueBytes: c.ViewerQueueBytes,
-		Source:           n.agg,
+		Source:           n.liveSource(), // the aggregator, teed to the cluster (serve_cluster.go)
 		Clock:            clock,
 		Registerer:       n.reg,
 	}, log); err != nil {
+		return nil, err
+	}
+	if err := n.buildBus(log); err != nil {
+		_ = n.store.Close()
 		return nil, err
 	}
 	if n.sql != nil {
@@ -253,11 +261,8 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		MaxConnsPerIP:  c.MQTTMaxConnsPerIP,
 		MaxKeepAlive:   c.MQTTMaxKeepAlive,
 		ConnectTimeout: c.MQTTConnectTimeout,
-		OnPresence: func(device string, online bool, at time.Time) {
-			n.agg.SetPresence(device, online, at)
-			n.hub.PublishPresence(device, online, at)
-		},
-		Registerer: n.reg,
+		OnPresence:     n.onPresence, // cluster-wide with --nats (serve_cluster.go)
+		Registerer:     n.reg,
 	}, log); err != nil {
 		return nil, err
 	}
@@ -284,6 +289,7 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		Access:     access,            // serve_web_auth.go
 		Admin:      n.adminStore(log), // serve_admin.go
 		TLS:        webTLS,
+		ReadyInfo:  n.readyInfo, // the cluster link (serve_cluster.go)
 
 		IdleTimeout: c.HTTPIdleTimeout, // ReadTimeout keeps web's default
 		Ready:       n.mqttReady,       // serve_upstream.go
@@ -318,6 +324,9 @@ func (n *node) run(ctx context.Context, log *slog.Logger) error {
 	}
 	back.Go(func() error { return failed("hub", n.hub.Run(backCtx)) })
 	back.Go(func() error { return failed("store", n.store.Run(backCtx)) })
+	if n.bus != nil {
+		back.Go(func() error { return failed("cluster", n.bus.Run(backCtx)) })
+	}
 	if n.sql != nil {
 		back.Go(func() error { return n.saveDevices(backCtx, log) })
 		back.Go(func() error { return n.watchCredentials(backCtx, log) }) // devices and users

@@ -396,17 +396,17 @@ func (b *Bus) Run(ctx context.Context) error {
 
 	tick := b.cfg.Clock.NewTicker(beat)
 	defer tick.Stop()
-	var enc []byte
+	var enc encoder
 	for {
 		select {
 		case <-b.wake:
-			enc = b.publishPending(nc, enc)
+			b.publishPending(nc, &enc)
 		case <-tick.Chan():
 			b.publishHeartbeat(nc, false)
 			b.expire()
-			enc = b.publishPending(nc, enc)
+			b.publishPending(nc, &enc)
 		case <-ctx.Done():
-			b.publishPending(nc, enc)
+			b.publishPending(nc, &enc)
 			b.publishHeartbeat(nc, true)
 			// Drain flushes what we published, then lets the subscription
 			// callbacks finish what they hold before it closes.
@@ -461,8 +461,8 @@ func (b *Bus) publishHeartbeat(nc *nats.Conn, leaving bool) {
 }
 
 // publishPending publishes the queued presence changes (or a full
-// snapshot) and readings. enc is a reusable buffer.
-func (b *Bus) publishPending(nc *nats.Conn, enc []byte) []byte {
+// snapshot) and readings. enc is the run loop's reusable encoder.
+func (b *Bus) publishPending(nc *nats.Conn, enc *encoder) {
 	b.outMu.Lock()
 	rs, pres := b.out, b.outPre
 	b.out, b.outPre = nil, nil
@@ -487,21 +487,21 @@ func (b *Bus) publishPending(nc *nats.Conn, enc []byte) []byte {
 		b.publish(nc, "presence", data)
 	}
 	for len(rs) > 0 {
-		enc = enc[:0]
+		enc.reset()
 		n := 0
-		for n < len(rs) && len(enc) < b.cfg.MaxMessageBytes-200 {
-			enc = appendReadings(enc, rs[n:n+1])
+		// A reading takes at most 1+129+10+8 bytes.
+		for n < len(rs) && len(enc.buf) < b.cfg.MaxMessageBytes-160 {
+			enc.add(rs[n])
 			n++
 		}
-		if b.publish(nc, "readings", enc) {
+		if b.publish(nc, "readings", enc.buf) {
 			b.met.sent.Add(float64(n))
-			b.met.bytesSent.Add(float64(len(enc)))
+			b.met.bytesSent.Add(float64(len(enc.buf)))
 		} else {
 			b.met.dropped.WithLabelValues("send").Add(float64(n))
 		}
 		rs = rs[n:]
 	}
-	return enc
 }
 
 // publish sends one message; false if nats.go refused it (its reconnect

@@ -40,7 +40,7 @@ func TestCodecRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := make(interner)
-			msg := appendReadings(nil, tc.rs)
+			msg := appendReadings(tc.rs)
 			got, err := decodeReadings(nil, msg, &in)
 			require.NoError(t, err)
 			require.Len(t, got, len(tc.rs))

@@ -20,20 +20,35 @@ const codecVersion = 1
 // errCorrupt is a readings message that does not decode.
 var errCorrupt = errors.New("corrupt readings message")
 
-// appendReadings encodes rs after dst.
-func appendReadings(dst []byte, rs []ingest.Reading) []byte {
-	if len(dst) == 0 {
-		dst = append(dst, codecVersion)
-	}
-	var prev int64
+// encoder builds one readings message.
+type encoder struct {
+	buf  []byte
+	prev int64 // the previous reading's time
+}
+
+// reset starts a new message, reusing the buffer.
+func (e *encoder) reset() {
+	e.buf = append(e.buf[:0], codecVersion)
+	e.prev = 0
+}
+
+// add appends one reading to the message.
+func (e *encoder) add(r ingest.Reading) {
+	e.buf = binary.AppendUvarint(e.buf, uint64(len(r.Series)))
+	e.buf = append(e.buf, r.Series...)
+	e.buf = binary.AppendVarint(e.buf, r.TimeMs-e.prev)
+	e.prev = r.TimeMs
+	e.buf = binary.LittleEndian.AppendUint64(e.buf, math.Float64bits(r.Value))
+}
+
+// appendReadings encodes rs as one message.
+func appendReadings(rs []ingest.Reading) []byte {
+	var e encoder
+	e.reset()
 	for _, r := range rs {
-		dst = binary.AppendUvarint(dst, uint64(len(r.Series)))
-		dst = append(dst, r.Series...)
-		dst = binary.AppendVarint(dst, r.TimeMs-prev)
-		prev = r.TimeMs
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.Value))
+		e.add(r)
 	}
-	return dst
+	return e.buf
 }
 
 // interner reuses series id strings across messages, so a steady stream
