@@ -98,11 +98,8 @@ func (n *node) newUpstream(log *slog.Logger) (*broker.Upstream, error) {
 		Prefix:         c.Prefix,
 		PresenceWindow: c.MQTTUpstreamPresence,
 		Sink:           n.agg,
-		OnPresence: func(device string, online bool, at time.Time) {
-			n.agg.SetPresence(device, online, at)
-			n.hub.PublishPresence(device, online, at)
-		},
-		Registerer: n.reg,
+		OnPresence:     n.onPresence, // cluster-wide with --nats, as for the embedded broker
+		Registerer:     n.reg,
 	}, log)
 }
 
