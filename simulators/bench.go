@@ -62,10 +62,62 @@ type BenchConfig struct {
 	Progress func(string)
 	// HTTPClient is used for /metrics and queries; nil means a default.
 	HTTPClient *http.Client
+
+	// Nodes are the nodes of a cluster (serve --nats), the first being the
+	// one at URL and MQTTAddr (either may be left empty and taken from
+	// Nodes[0]). Every scenario reads the servers' counters summed over the
+	// nodes; the cluster scenarios also split their devices and viewers
+	// over them. Empty means the one node at URL and MQTTAddr. With more
+	// than one node the default selection is the cluster group alone (the
+	// other scenarios would measure node 1 with the others idle).
+	Nodes []BenchNode
+	// NodesShareProcess says the nodes run in one process (tests), so that
+	// the process_ and go_ metrics of every node are the same figures,
+	// taken from the first node only.
+	NodesShareProcess bool
+	// ClusterRate is the fixed total rate (messages/s, two readings each)
+	// of cluster-ingest, split evenly over the nodes, so that runs with any
+	// number of nodes compare. Zero means 20,000.
+	ClusterRate float64
+	// ClusterViewers is how many WebSocket viewers cluster-fanout spreads
+	// over the nodes. Zero means 1,000.
+	ClusterViewers int
+	// ExtraCPU, when set, returns the CPU seconds used so far by a process
+	// the cluster needs besides the nodes (the NATS server the benchmark
+	// started); the cluster-ingest scenarios report its share per reading
+	// as NATSCPUSecondsPerReading.
+	ExtraCPU func() (float64, error)
+}
+
+// BenchNode is one node of a cluster under benchmark.
+type BenchNode struct {
+	// URL is the node's base URL (dashboard, API, /metrics).
+	URL string
+	// MQTTAddr is the node's MQTT TCP address, host:port.
+	MQTTAddr string
 }
 
 func (c *BenchConfig) setDefaults() {
+	if len(c.Nodes) == 0 {
+		c.Nodes = []BenchNode{{URL: c.URL, MQTTAddr: c.MQTTAddr}}
+	}
+	c.Nodes = append([]BenchNode(nil), c.Nodes...)
+	if c.URL == "" {
+		c.URL = c.Nodes[0].URL
+	}
+	if c.MQTTAddr == "" {
+		c.MQTTAddr = c.Nodes[0].MQTTAddr
+	}
 	c.URL = strings.TrimRight(c.URL, "/")
+	for i := range c.Nodes {
+		c.Nodes[i].URL = strings.TrimRight(c.Nodes[i].URL, "/")
+	}
+	if c.ClusterRate <= 0 {
+		c.ClusterRate = 20_000
+	}
+	if c.ClusterViewers <= 0 {
+		c.ClusterViewers = 1000
+	}
 	if c.Duration <= 0 {
 		c.Duration = 10 * time.Second
 	}
@@ -107,16 +159,23 @@ func (c *BenchConfig) setDefaults() {
 // benchScenario is one entry of the matrix.
 type benchScenario struct {
 	name, group, desc string
-	run               func(ctx context.Context, b *bencher, r *BenchResult) error
+	// optIn scenarios run only when asked for by name or group.
+	optIn bool
+	run   func(ctx context.Context, b *bencher, r *BenchResult) error
 }
 
 // BenchScenarios returns the names of the matrix's scenarios for cfg, in
-// the order RunBench runs them.
+// the order RunBench runs them; those marked "(opt-in)" run only when
+// named.
 func BenchScenarios(cfg BenchConfig) []string {
 	cfg.setDefaults()
 	var names []string
 	for _, s := range matrix(&cfg) {
-		names = append(names, s.name)
+		if s.optIn {
+			names = append(names, s.name+" (opt-in)")
+		} else {
+			names = append(names, s.name)
+		}
 	}
 	return names
 }
@@ -158,15 +217,27 @@ func matrix(cfg *BenchConfig) []benchScenario {
 		desc: fmt.Sprintf("%d devices on links that reset and stall, buffering offline (QoS 1); %d viewers on all four transports that disconnect and stall, resuming; a steady device for the viewers", cfg.FlakyDevices, cfg.FlakyViewers),
 		run:  func(ctx context.Context, b *bencher, r *BenchResult) error { return b.flaky(ctx, r) },
 	})
-	return m
+	// The cluster scenarios: opt-in on one node (where they are the
+	// baseline the multi-node runs compare with), the whole default
+	// selection on more.
+	cluster := len(cfg.Nodes) > 1
+	for i := range m {
+		m[i].optIn = cluster
+	}
+	return append(m, clusterMatrix(cfg, !cluster)...)
 }
 
 // selected filters the matrix by names and groups.
 func selected(m []benchScenario, want []string) ([]benchScenario, error) {
-	if len(want) == 0 {
-		return m, nil
-	}
 	var out []benchScenario
+	if len(want) == 0 {
+		for _, s := range m {
+			if !s.optIn {
+				out = append(out, s)
+			}
+		}
+		return out, nil
+	}
 	used := map[string]bool{}
 	for _, s := range m {
 		for _, w := range want {
@@ -179,7 +250,11 @@ func selected(m []benchScenario, want []string) ([]benchScenario, error) {
 	}
 	for _, w := range want {
 		if !used[w] {
-			return nil, fmt.Errorf("bench: no scenario or group %q (have %s)", w, strings.Join(BenchScenarios(BenchConfig{}), ", "))
+			var names []string
+			for _, s := range m {
+				names = append(names, s.name)
+			}
+			return nil, fmt.Errorf("bench: no scenario or group %q (have %s)", w, strings.Join(names, ", "))
 		}
 	}
 	return out, nil
@@ -191,10 +266,12 @@ func selected(m []benchScenario, want []string) ([]benchScenario, error) {
 // fails is reported with its Error and the run goes on; RunBench itself
 // fails only for a bad config, an unreachable server or a cancelled ctx.
 func RunBench(ctx context.Context, cfg BenchConfig, log *slog.Logger) (*BenchReport, error) {
-	if cfg.URL == "" || cfg.MQTTAddr == "" {
-		return nil, errors.New("bench: URL and MQTTAddr are required")
-	}
 	cfg.setDefaults()
+	for _, n := range cfg.Nodes {
+		if n.URL == "" || n.MQTTAddr == "" {
+			return nil, errors.New("bench: URL and MQTTAddr are required (of every node)")
+		}
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -212,7 +289,7 @@ func RunBench(ctx context.Context, cfg BenchConfig, log *slog.Logger) (*BenchRep
 			return rep, err
 		}
 		cfg.Progress(s.name + ": " + s.desc)
-		r := BenchResult{Scenario: s.name, Group: s.group, Description: s.desc}
+		r := BenchResult{Scenario: s.name, Group: s.group, Description: s.desc, Nodes: len(cfg.Nodes)}
 		if err := s.run(ctx, b, &r); err != nil {
 			if ctx.Err() != nil {
 				return rep, ctx.Err()
@@ -245,21 +322,45 @@ type metricSample struct {
 
 func (m metricSample) get(name string) float64 { return m.v[name] }
 
-// metrics scrapes /metrics.
+// metrics scrapes every node's /metrics and sums them: the cluster's own
+// ingest (telegauge_readings_accepted_total counts a node's own devices
+// only, not the readings other nodes send it), CPU and memory.
 func (b *bencher) metrics(ctx context.Context) (metricSample, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.cfg.URL+"/metrics", nil)
+	s := metricSample{v: map[string]float64{}}
+	for i, n := range b.cfg.Nodes {
+		if err := b.scrape(ctx, n.URL, s.v, i > 0 && b.cfg.NodesShareProcess); err != nil {
+			if len(b.cfg.Nodes) > 1 {
+				return metricSample{}, fmt.Errorf("node %d: %w", i+1, err)
+			}
+			return metricSample{}, err
+		}
+	}
+	if b.cfg.ExtraCPU != nil {
+		cpu, err := b.cfg.ExtraCPU()
+		if err != nil {
+			return metricSample{}, fmt.Errorf("extra CPU: %w", err)
+		}
+		s.v[mExtraCPU] = cpu
+	}
+	s.at = time.Now()
+	return s, nil
+}
+
+// scrape adds the /metrics of the server at base to v, summed over
+// labels; skipProcess leaves out the process_ and go_ families.
+func (b *bencher) scrape(ctx context.Context, base string, v map[string]float64, skipProcess bool) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {
-		return metricSample{}, fmt.Errorf("build metrics request: %w", err)
+		return fmt.Errorf("build metrics request: %w", err)
 	}
 	resp, err := b.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return metricSample{}, fmt.Errorf("scrape metrics: %w", err)
+		return fmt.Errorf("scrape metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return metricSample{}, fmt.Errorf("scrape metrics: %s", resp.Status)
+		return fmt.Errorf("scrape metrics: %s", resp.Status)
 	}
-	s := metricSample{at: time.Now(), v: map[string]float64{}}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -271,7 +372,7 @@ func (b *bencher) metrics(ctx context.Context) (metricSample, error) {
 		if sp < 0 {
 			continue
 		}
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		x, err := strconv.ParseFloat(line[sp+1:], 64)
 		if err != nil {
 			continue
 		}
@@ -279,12 +380,15 @@ func (b *bencher) metrics(ctx context.Context) (metricSample, error) {
 		if i := strings.IndexByte(name, '{'); i >= 0 {
 			name = name[:i]
 		}
-		s.v[name] += v
+		if skipProcess && (strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "go_")) {
+			continue
+		}
+		v[name] += x
 	}
 	if err := sc.Err(); err != nil {
-		return metricSample{}, fmt.Errorf("read metrics: %w", err)
+		return fmt.Errorf("read metrics: %w", err)
 	}
-	return s, nil
+	return nil
 }
 
 // Server metrics the scenarios read.
@@ -296,6 +400,10 @@ const (
 	mHeap       = "go_memstats_heap_inuse_bytes"
 	mStack      = "go_memstats_stack_inuse_bytes"
 	mGoroutines = "go_goroutines"
+	// Cluster mode: readings a node applied from the others.
+	mClusterReceived = "telegauge_cluster_readings_received_total"
+	// mExtraCPU is BenchConfig.ExtraCPU's figure, not a server metric.
+	mExtraCPU = "bench_extra_cpu_seconds"
 )
 
 // resources fills the server's CPU and memory over [from, to].
@@ -381,6 +489,12 @@ func (b *bencher) measureLoad(ctx context.Context, r *BenchResult, sent func() i
 	r.AcceptedMessagesPerSecond = (to.get(mPublishes) - from.get(mPublishes)) / d
 	r.AcceptedReadingsPerSecond = (to.get(mReadings) - from.get(mReadings)) / d
 	resources(r, from, to)
+	if readings := to.get(mReadings) - from.get(mReadings); readings > 0 {
+		r.CPUSecondsPerReading = (to.get(mCPU) - from.get(mCPU)) / readings
+		if b.cfg.ExtraCPU != nil {
+			r.NATSCPUSecondsPerReading = (to.get(mExtraCPU) - from.get(mExtraCPU)) / readings
+		}
+	}
 	cancelLoad()
 	if err := <-loadDone; err != nil && !errors.Is(err, context.Canceled) {
 		return from, to, fmt.Errorf("load: %w", err)
@@ -402,11 +516,17 @@ func (b *bencher) ingest(ctx context.Context, r *BenchResult, qos byte) error {
 	return err
 }
 
-// startViewers runs viewers until the returned stop is called, which
-// returns their stats.
+// startViewers runs viewers (on cfg.URL, or node 1 if empty) until the
+// returned stop is called, which returns their stats.
 func (b *bencher) startViewers(ctx context.Context, cfg ViewersConfig) (counters *ViewersCounters, stop func() (ViewersStats, error)) {
-	counters = new(ViewersCounters)
-	cfg.URL, cfg.Counters = b.cfg.URL, counters
+	// Node 1 and counters of their own, unless cfg says otherwise.
+	if cfg.URL == "" {
+		cfg.URL = b.cfg.URL
+	}
+	if cfg.Counters == nil {
+		cfg.Counters = new(ViewersCounters)
+	}
+	counters = cfg.Counters
 	vctx, cancel := context.WithCancel(ctx)
 	type result struct {
 		s   ViewersStats
@@ -804,7 +924,7 @@ func (r *BenchReport) Table() string {
 	fmt.Fprintf(&b, "telegauge %s bench on %s/%s, %d CPUs (%s), %s; target %s\n",
 		r.Version, r.Machine.OS, r.Machine.Arch, r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Target)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tload\taccepted msg/s\treadings/s\tp50\tp99\tmax\tdelivered\tdup/gaps\tserver CPU\tRSS\tper conn\tresult")
+	fmt.Fprintln(tw, "scenario\tload\taccepted msg/s\treadings/s\tp50\tp99\tmax\tdelivered\tdup/gaps\tserver CPU\tCPU/reading\tRSS\tper conn\tresult")
 	for _, x := range r.Results {
 		load := ""
 		if x.Devices > 0 {
@@ -818,6 +938,13 @@ func (r *BenchReport) Table() string {
 				load += "; "
 			}
 			load += fmt.Sprintf("%s %s viewers", human(float64(x.Viewers)), x.Transport)
+		}
+		if x.Nodes > 1 {
+			load += fmt.Sprintf("; %d nodes", x.Nodes)
+		}
+		perReadingCPU := "-"
+		if x.CPUSecondsPerReading > 0 {
+			perReadingCPU = perReading(x.CPUSecondsPerReading)
 		}
 		p50, p99, mx := "-", "-", "-"
 		if x.Latency != nil && x.Latency.Count > 0 {
@@ -836,9 +963,9 @@ func (r *BenchReport) Table() string {
 		case x.ExactlyOnce != nil:
 			result = "NOT exactly once"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\n",
 			x.Scenario, load, humanOrDash(x.AcceptedMessagesPerSecond), humanOrDash(x.AcceptedReadingsPerSecond),
-			p50, p99, mx, delivered, x.Duplicates, x.Gaps, pctOrDash(x.ServerCPUCores), bytesOrDash(x.ServerRSSBytes),
+			p50, p99, mx, delivered, x.Duplicates, x.Gaps, pctOrDash(x.ServerCPUCores), perReadingCPU, bytesOrDash(x.ServerRSSBytes),
 			bytesOrDash(x.BytesPerConnection), result)
 	}
 	_ = tw.Flush()

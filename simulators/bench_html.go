@@ -161,6 +161,9 @@ func benchLoad(r BenchResult) string {
 	if r.Transport != "" {
 		parts = append(parts, r.Transport)
 	}
+	if r.Nodes > 1 {
+		parts = append(parts, strconv.Itoa(r.Nodes)+" nodes")
+	}
 	if r.DurationMs > 0 {
 		parts = append(parts, "for "+humanDuration(time.Duration(r.DurationMs*float64(time.Millisecond))))
 	}
@@ -181,8 +184,8 @@ func benchDelivery(r BenchResult) []string {
 	return append(lines, "dup "+humanCount(r.Duplicates)+" · gaps "+humanCount(r.Gaps)+" · reconnects "+humanCount(r.Reconnects))
 }
 
-// benchResources is the server's CPU and memory, a line each, or nothing
-// if not measured.
+// benchResources is the server's CPU and memory (and CPU per reading),
+// a line each, or nothing if not measured.
 func benchResources(r BenchResult) []string {
 	var parts []string
 	if r.ServerCPUCores > 0 {
@@ -190,6 +193,12 @@ func benchResources(r BenchResult) []string {
 	}
 	if r.ServerRSSBytes > 0 {
 		parts = append(parts, humanBytes(r.ServerRSSBytes)+" RSS")
+	}
+	if r.CPUSecondsPerReading > 0 {
+		parts = append(parts, perReading(r.CPUSecondsPerReading)+" CPU per reading")
+	}
+	if r.NATSCPUSecondsPerReading > 0 {
+		parts = append(parts, "+ "+perReading(r.NATSCPUSecondsPerReading)+" in NATS")
 	}
 	return parts
 }

@@ -39,6 +39,7 @@ const (
 	BenchFanout  = "fanout"  // many viewers of the same series
 	BenchIdle    = "idle"    // server memory per idle live connection
 	BenchFlaky   = "flaky"   // flaky devices and viewers: exactly-once delivery
+	BenchCluster = "cluster" // ingest and fan-out spread over a cluster's nodes
 )
 
 // BenchResult is one scenario's measurements. Fields that do not apply to
@@ -47,8 +48,11 @@ type BenchResult struct {
 	// Scenario is the scenario's name, e.g. "ingest-qos0" or "fanout-5k".
 	Scenario string `json:"scenario"`
 	// Group is one of BenchIngest, BenchLatency, BenchFanout, BenchIdle,
-	// BenchFlaky.
+	// BenchFlaky, BenchCluster.
 	Group string `json:"group"`
+	// Nodes is how many servers the run measured (a cluster over NATS
+	// when more than one); their counters are summed.
+	Nodes int `json:"nodes,omitempty"`
 	// Description says what the scenario does, in a sentence.
 	Description string `json:"description"`
 
@@ -85,6 +89,14 @@ type BenchResult struct {
 	// Server resources over the phase, from its /metrics.
 	ServerCPUCores float64 `json:"serverCpuCores,omitempty"` // CPU seconds per second
 	ServerRSSBytes float64 `json:"serverRssBytes,omitempty"` // at the end of the phase
+	// CPUSecondsPerReading is the servers' CPU seconds (summed over the
+	// nodes) per reading accepted from devices over the phase: the cost of
+	// a reading, which in a cluster includes every node applying it and
+	// the NATS path (encode, publish, receive, decode).
+	CPUSecondsPerReading float64 `json:"cpuSecondsPerReading,omitempty"`
+	// NATSCPUSecondsPerReading is the NATS server's CPU seconds per
+	// reading, when the benchmark started it (not in CPUSecondsPerReading).
+	NATSCPUSecondsPerReading float64 `json:"natsCpuSecondsPerReading,omitempty"`
 	// BytesPerConnection is the server memory (heap and stacks) one idle
 	// live connection costs.
 	BytesPerConnection float64 `json:"bytesPerConnection,omitempty"`

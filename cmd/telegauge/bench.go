@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,6 +34,8 @@ type BenchCmd struct {
 	JSONOut    string        `name:"json" default:"bench.json" help:"Write the report as JSON here ('' for none)." placeholder:"FILE"`
 	HTMLOut    string        `name:"html" default:"bench.html" help:"Write the report with latency and throughput plots here ('' for none)." placeholder:"FILE"`
 	List       bool          `help:"List the scenarios and exit."`
+	Nodes      int           `default:"1" help:"Start this many nodes (1-9): more than one makes a cluster over NATS (serve --nats, each node its own SQLite history), where the cluster scenarios (the default then) split their load over the nodes."`
+	NATS       string        `name:"nats" help:"NATS server of the cluster --nodes starts; empty starts nats-server (from PATH) on a free loopback port, pinned like the nodes." placeholder:"URL"`
 }
 
 // Run runs the matrix and writes the report.
@@ -47,9 +51,19 @@ func (c *BenchCmd) Run() error {
 		cfg.Duration, cfg.Warmup = min(c.Duration, 3*time.Second), min(c.Warmup, time.Second)
 		cfg.IngestDevices, cfg.LatencyRates, cfg.FanoutViewers, cfg.IdleViewers = 100, []float64{1000}, []int{100, 500}, 500
 		cfg.FlakyDevices, cfg.FlakyViewers, cfg.Settle = 5, 8, 10*time.Second
+		cfg.ClusterRate, cfg.ClusterViewers = 5000, 200
+	}
+	if c.Nodes < 1 || c.Nodes > 9 {
+		return fmt.Errorf("--nodes %d: want 1 to 9", c.Nodes)
+	}
+	if c.Nodes > 1 && c.URL != "" {
+		return errors.New("--nodes starts a cluster; it does not go with --url")
 	}
 	if c.List {
-		for _, s := range simulators.BenchScenarios(cfg) {
+		// The matrix depends on the number of nodes, not where they are.
+		list := cfg
+		list.Nodes = make([]simulators.BenchNode, c.Nodes)
+		for _, s := range simulators.BenchScenarios(list) {
 			fmt.Println(s)
 		}
 		return nil
@@ -57,16 +71,43 @@ func (c *BenchCmd) Run() error {
 
 	target := c.URL
 	if c.URL == "" {
-		srv, err := startBenchServer(ctx, c.DB, c.ServerCPUs)
-		if err != nil {
-			return err
-		}
-		defer srv.stop()
-		cfg.URL, cfg.MQTTAddr, cfg.DebugURL = srv.url, srv.mqtt, srv.debug
-		target = "started: telegauge " + strings.Join(srv.args, " ")
+		pin := ""
 		if c.ServerCPUs != "" {
-			target = "started: taskset -c " + c.ServerCPUs + " telegauge " + strings.Join(srv.args, " ")
+			pin = "taskset -c " + c.ServerCPUs + " "
 		}
+		var extra []string
+		var targets []string
+		if c.Nodes > 1 {
+			natsURL := c.NATS
+			if natsURL == "" {
+				ns, err := startBenchNATS(ctx, c.ServerCPUs)
+				if err != nil {
+					return err
+				}
+				defer ns.stop()
+				natsURL = ns.url
+				cfg.ExtraCPU = func() (float64, error) { return processCPUSeconds(ns.cmd.Process.Pid) }
+				targets = append(targets, "started: "+pin+strings.Join(ns.args, " "))
+			}
+			extra = []string{"--nats", natsURL}
+		}
+		for i := range c.Nodes {
+			args := extra
+			if c.Nodes > 1 {
+				args = append(append([]string(nil), extra...), "--node-id", fmt.Sprintf("node%d", i+1))
+			}
+			srv, err := startBenchServer(ctx, c.DB, c.ServerCPUs, args...)
+			if err != nil {
+				return err
+			}
+			defer srv.stop()
+			cfg.Nodes = append(cfg.Nodes, simulators.BenchNode{URL: srv.url, MQTTAddr: srv.mqtt})
+			if i == 0 {
+				cfg.URL, cfg.MQTTAddr, cfg.DebugURL = srv.url, srv.mqtt, srv.debug
+			}
+			targets = append(targets, "started: "+pin+"telegauge "+strings.Join(srv.args, " "))
+		}
+		target = strings.Join(targets, "; ")
 	} else {
 		if c.MQTT == "" {
 			return errors.New("--url needs --mqtt, the server's MQTT address")
@@ -122,9 +163,9 @@ type benchServer struct {
 }
 
 // startBenchServer starts this binary's serve on free loopback ports with
-// its own data directory, as a separate process so that its CPU and memory
-// are its own, and waits until it answers.
-func startBenchServer(ctx context.Context, db, cpus string) (*benchServer, error) {
+// its own data directory (and extra flags), as a separate process so that
+// its CPU and memory are its own, and waits until it answers.
+func startBenchServer(ctx context.Context, db, cpus string, extra ...string) (*benchServer, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
@@ -154,13 +195,10 @@ func startBenchServer(ctx context.Context, db, cpus string) (*benchServer, error
 	if db != "" {
 		args = append(args, "--db", db)
 	}
-	name, argv := self, args
-	if cpus != "" {
-		taskset, err := exec.LookPath("taskset")
-		if err != nil {
-			return nil, fmt.Errorf("--server-cpus needs taskset: %w", err)
-		}
-		name, argv = taskset, append([]string{"-c", cpus, self}, args...)
+	args = append(args, extra...)
+	name, argv, err := pinned(cpus, self, args)
+	if err != nil {
+		return nil, err
 	}
 	logFile, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
@@ -213,4 +251,110 @@ func (s *benchServer) stop() {
 		<-s.done
 	}
 	_ = os.RemoveAll(s.dir)
+}
+
+// pinned returns the command line that runs name with args on cpus (a
+// taskset list; empty means anywhere).
+func pinned(cpus, name string, args []string) (string, []string, error) {
+	if cpus == "" {
+		return name, args, nil
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return "", nil, fmt.Errorf("--server-cpus needs taskset: %w", err)
+	}
+	return taskset, append([]string{"-c", cpus, name}, args...), nil
+}
+
+// benchNATS is a nats-server the benchmark started for its cluster.
+type benchNATS struct {
+	cmd  *exec.Cmd
+	url  string
+	args []string
+	done chan error
+}
+
+// startBenchNATS starts nats-server (the Debian package's binary, or any
+// on PATH: it is a separate program, not linked into telegauge) on a free
+// loopback port, pinned to cpus like the nodes, and waits until it takes
+// connections.
+func startBenchNATS(ctx context.Context, cpus string) (*benchNATS, error) {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		return nil, fmt.Errorf("--nodes needs nats-server on PATH (apt-get install nats-server) or --nats URL: %w", err)
+	}
+	addr, err := simulators.FreeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	args := []string{"nats-server", "-a", host, "-p", port}
+	name, argv, err := pinned(cpus, bin, args[1:])
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(name, argv...)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start nats-server: %w", err)
+	}
+	ns := &benchNATS{cmd: cmd, url: "nats://" + addr, args: args, done: make(chan error, 1)}
+	go func() { ns.done <- cmd.Wait() }()
+	fmt.Fprintf(os.Stderr, "==> nats-server pid %d on %s\n", cmd.Process.Pid, ns.url)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return ns, nil
+		}
+		select {
+		case werr := <-ns.done:
+			ns.done <- werr
+			return nil, fmt.Errorf("nats-server exited: %v", werr)
+		case <-ctx.Done():
+			ns.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			ns.stop()
+			return nil, errors.New("nats-server did not take connections within 10 s")
+		}
+	}
+}
+
+// stop ends nats-server by its PID (SIGTERM, then SIGKILL after 10 s).
+func (ns *benchNATS) stop() {
+	_ = ns.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-ns.done:
+	case <-time.After(10 * time.Second):
+		_ = ns.cmd.Process.Kill()
+		<-ns.done
+	}
+}
+
+// processCPUSeconds is the user and system CPU time a process has used,
+// from /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s, the
+// USER_HZ every Linux architecture telegauge runs on uses).
+func processCPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read process CPU: %w", err)
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("read process CPU: no command name")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("read process CPU: short stat")
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("read process CPU: %w", err)
+	}
+	return (utime + stime) / 100, nil
 }

@@ -127,6 +127,71 @@ func TestBenchSmall(t *testing.T) {
 	require.Contains(t, rep.Table(), "fanout-50")
 }
 
+// TestBenchCluster runs the cluster scenarios, shrunk, over two in-process
+// nodes and an in-process NATS: the load splits over both, every reading
+// accepted on one node reaches the other, every viewer (on either node)
+// gets every point, and the CPU per reading is measured.
+func TestBenchCluster(t *testing.T) {
+	_, nodes, _ := startCluster(t, []string{"node1", "node2"})
+	var bn []simulators.BenchNode
+	for _, n := range nodes {
+		bn = append(bn, simulators.BenchNode{URL: n.httpURL, MQTTAddr: n.broker.Addr()})
+	}
+	rep, err := simulators.RunBench(context.Background(), simulators.BenchConfig{
+		Nodes: bn, NodesShareProcess: true,
+		Duration: time.Second, Warmup: 500 * time.Millisecond,
+		IngestDevices: 20, ClusterRate: 1000, ClusterViewers: 40, FanoutRate: 20, Settle: 10 * time.Second,
+	}, nil)
+	require.NoError(t, err)
+	want := []string{"cluster-ingest-1k", "cluster-ingest-max", "cluster-fanout-40"}
+	require.Len(t, rep.Results, len(want))
+	for i, r := range rep.Results {
+		require.Equal(t, want[i], r.Scenario)
+		require.Empty(t, r.Error, r.Scenario)
+		require.Equal(t, simulators.BenchCluster, r.Group, r.Scenario)
+		require.Equal(t, 2, r.Nodes, r.Scenario)
+		switch r.Scenario {
+		case "cluster-ingest-1k":
+			require.InDelta(t, 2000, r.AcceptedReadingsPerSecond, 600, r.Scenario)
+			fallthrough
+		case "cluster-ingest-max":
+			require.Positive(t, r.AcceptedReadingsPerSecond, r.Scenario)
+			require.Positive(t, r.CPUSecondsPerReading, r.Scenario)
+			require.Less(t, r.CPUSecondsPerReading, 0.01, r.Scenario)
+			require.Contains(t, r.Notes, "from each other", r.Scenario)
+		default:
+			require.Equal(t, 40, r.Viewers)
+			require.NotNil(t, r.Latency, r.Scenario)
+			require.Positive(t, r.PointsExpected, r.Scenario)
+			require.Equal(t, r.PointsExpected, r.PointsReceived, r.Scenario)
+			require.Zero(t, r.Duplicates, r.Scenario)
+		}
+	}
+	require.Contains(t, rep.Table(), "2 nodes")
+	// Every reading a node accepted from its devices, the other applied.
+	eventually(t, 10*time.Second, func() error {
+		var accepted, received float64
+		for _, n := range nodes {
+			m, err := scrapeMetrics(n.httpURL)
+			if err != nil {
+				return err
+			}
+			for k, v := range m {
+				switch name, _, _ := strings.Cut(k, "{"); name {
+				case "telegauge_readings_accepted_total":
+					accepted += v
+				case "telegauge_cluster_readings_received_total":
+					received += v
+				}
+			}
+		}
+		if accepted == 0 || received != accepted {
+			return fmt.Errorf("nodes accepted %v readings and applied %v from each other", accepted, received)
+		}
+		return nil
+	})
+}
+
 // TestSimCountsExact: a device fleet with malformed messages mixed in, every
 // form, against the whole server: it accepts exactly the readings the
 // simulator sent and rejects exactly the malformed messages; viewers on
