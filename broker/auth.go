@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/telegauge/telegauge/internal/ratelimit"
 	"github.com/telegauge/telegauge/internal/secret"
 )
 
@@ -88,7 +89,7 @@ func (c *Credentials) check(id, token string) (ok bool, known bool, err error) {
 	if !known {
 		// Spend the time a check would, so that probing for device ids
 		// learns nothing from timing.
-		_, _ = secret.Verify(dummyHash, token)
+		_, _ = secret.Verify(secret.DecoyHash(), token)
 		return false, false, nil
 	}
 	if h == secret.Revoked {
@@ -101,15 +102,6 @@ func (c *Credentials) check(id, token string) (ok bool, known bool, err error) {
 // errRevoked is a check of a revoked device.
 var errRevoked = errors.New("device revoked")
 
-// dummyHash is a well-formed hash no token matches.
-var dummyHash = func() string {
-	h, err := secret.Hash("telegauge-no-such-device")
-	if err != nil {
-		panic(err)
-	}
-	return h
-}()
-
 // authHook authenticates devices and applies the per-device ACL.
 type authHook struct {
 	mqtt.HookBase
@@ -121,7 +113,7 @@ type authHook struct {
 	failures *prometheus.CounterVec // by reason
 	denied   *prometheus.CounterVec // by action
 	logGate  logGate
-	failed   failLimiter
+	failed   *ratelimit.Keyed
 }
 
 func newAuthHook(cfg Config, log *slog.Logger) *authHook {
@@ -130,6 +122,7 @@ func newAuthHook(cfg Config, log *slog.Logger) *authHook {
 		prefix: cfg.Prefix + "/",
 		log:    log,
 		now:    cfg.Now,
+		failed: ratelimit.New(failBurst, failRefill, failMaxKeys),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "telegauge_mqtt_auth_failures_total",
 			Help: "MQTT connections refused, by reason.",
@@ -189,15 +182,15 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	}
 	addr := remoteHost(cl.Net.Remote)
 	now := h.now()
-	if !h.failed.allow(addr, now) {
+	if ok, _, _ := h.failed.Take(addr, now); !ok {
 		// Too many wrong tokens from this address: refused without the
 		// slow hash, so guessing costs the server nothing.
 		h.refuse(cl, "rate_limited", user)
 		return false
 	}
 	ok, known, err := h.creds.check(user, string(pk.Connect.Password))
-	if !ok {
-		h.failed.spend(addr, now)
+	if ok {
+		h.failed.Refund(addr, now) // only failures spend the address's tries
 	}
 	switch {
 	case errors.Is(err, errRevoked):
@@ -278,63 +271,13 @@ func remoteHost(remote string) string {
 	return remote
 }
 
-// failLimiter bounds failed device logins per remote address with a token
-// bucket: failBurst failures in a row, then one per failRefill.
-type failLimiter struct {
-	mu      sync.Mutex // guards buckets
-	buckets map[string]*failBucket
-}
-
-type failBucket struct {
-	tokens float64
-	at     time.Time
-}
-
+// Failed device logins are limited per remote address: failBurst in a
+// row, then one per failRefill; at most failMaxKeys addresses are held.
 const (
-	failBurst      = 20
-	failRefill     = 3 * time.Second
-	failMaxBuckets = 100_000
+	failBurst   = 20
+	failRefill  = 3 * time.Second
+	failMaxKeys = 100_000
 )
-
-// level returns the address's bucket refilled to now; callers hold mu.
-func (l *failLimiter) level(addr string, now time.Time) *failBucket {
-	if l.buckets == nil {
-		l.buckets = map[string]*failBucket{}
-	}
-	b, ok := l.buckets[addr]
-	if !ok {
-		if len(l.buckets) >= failMaxBuckets {
-			// Forget the addresses that are back to a full bucket.
-			for k, v := range l.buckets {
-				if v.tokens+float64(now.Sub(v.at))/float64(failRefill) >= failBurst {
-					delete(l.buckets, k)
-				}
-			}
-		}
-		b = &failBucket{tokens: failBurst, at: now}
-		l.buckets[addr] = b
-	}
-	if now.After(b.at) {
-		b.tokens = min(failBurst, b.tokens+float64(now.Sub(b.at))/float64(failRefill))
-		b.at = now
-	}
-	return b
-}
-
-// allow reports whether addr may try a token now.
-func (l *failLimiter) allow(addr string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.level(addr, now).tokens >= 1
-}
-
-// spend counts a failed try from addr.
-func (l *failLimiter) spend(addr string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.level(addr, now)
-	b.tokens = max(b.tokens-1, 0)
-}
 
 // logGate lets through at most logBurst log lines a second, so that a
 // misbehaving fleet cannot flood the log; counters still count everything.

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/telegauge/telegauge/internal/ratelimit"
 	"github.com/telegauge/telegauge/internal/secret"
 )
 
@@ -230,17 +231,16 @@ func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, name str
 // address, further tries are refused without checking (a good token too),
 // until the bucket refills.
 func TestAuthFailuresRateLimited(t *testing.T) {
-	var l failLimiter
+	l := ratelimit.New(failBurst, failRefill, failMaxKeys)
 	now := time.Unix(1_700_000_000, 0)
+	allow := func(addr string, at time.Time) bool { ok, _, _ := l.Take(addr, at); return ok }
 	for range failBurst {
-		require.True(t, l.allow("10.0.0.1", now))
-		l.spend("10.0.0.1", now)
+		require.True(t, allow("10.0.0.1", now))
 	}
-	require.False(t, l.allow("10.0.0.1", now))
-	require.True(t, l.allow("10.0.0.2", now), "other addresses are not affected")
-	require.True(t, l.allow("10.0.0.1", now.Add(failRefill)), "one more try per refill")
-	l.spend("10.0.0.1", now.Add(failRefill))
-	require.False(t, l.allow("10.0.0.1", now.Add(failRefill)))
+	require.False(t, allow("10.0.0.1", now))
+	require.True(t, allow("10.0.0.2", now), "other addresses are not affected")
+	require.True(t, allow("10.0.0.1", now.Add(failRefill)), "one more try per refill")
+	require.False(t, allow("10.0.0.1", now.Add(failRefill)))
 }
 
 // TestAuthRateLimitedOverMQTT: a real client guessing tokens gets cut off

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/telegauge/telegauge/dashboard"
+	"github.com/telegauge/telegauge/internal/ratelimit"
 	"github.com/telegauge/telegauge/internal/secret"
 )
 
@@ -148,15 +149,12 @@ type auth struct {
 	log    *slog.Logger
 	hub    *dashboard.Hub
 	met    *authMetrics
-	limits *limiter
+	limits *ratelimit.Keyed
 	// slots bounds concurrent argon2 hashes: each takes 19 MiB and a core
 	// for some 20 ms, so a burst of logins must queue, not pile up.
-	slots chan struct{}
-	// dummyHash is checked for a login naming no user, so that it costs
-	// what a real one does.
-	dummyHash func() string
-	cookie    string       // the session cookie's name
-	hashes    atomic.Int64 // slow hashes run (tests check that unknown names cost one)
+	slots  chan struct{}
+	cookie string       // the session cookie's name
+	hashes atomic.Int64 // slow hashes run (tests check that unknown names cost one)
 
 	mu       sync.Mutex // guards the fields below
 	sessions *sessions
@@ -206,14 +204,7 @@ func newAuth(cfg AuthConfig, acc Access, tls bool, hub *dashboard.Hub, log *slog
 			max: cfg.MaxSessions, maxPerUser: cfg.MaxSessionsPerUser,
 			m: make(map[[32]byte]*session), perUser: make(map[string]int),
 		},
-		limits: &limiter{burst: float64(cfg.LoginBurst), refill: cfg.LoginRefill, max: 100_000, m: make(map[string]*bucket)},
-		dummyHash: sync.OnceValue(func() string {
-			h, err := secret.Hash("no such user: a login naming nobody is checked against this")
-			if err != nil {
-				panic("web: hash: " + err.Error()) // only if the system has no randomness
-			}
-			return h
-		}),
+		limits: ratelimit.New(cfg.LoginBurst, cfg.LoginRefill, 100_000),
 		tokens: make(map[[32]byte]User),
 		live:   make(map[*dashboard.Viewer]principal),
 	}
@@ -404,7 +395,7 @@ func (a *auth) byToken(c *fiber.Ctx, token string) (principal, error) {
 	ip := c.IP()
 	ipKey := limitKey(ip)
 	now := a.cfg.Clock.Now()
-	if ok, wait, first := a.limits.take(ipKey, now); !ok {
+	if ok, wait, first := a.limits.Take(ipKey, now); !ok {
 		if first {
 			a.log.Warn("API token attempts rate limited", "remote", ip)
 		}
@@ -414,7 +405,7 @@ func (a *auth) byToken(c *fiber.Ctx, token string) (principal, error) {
 		for _, u := range users {
 			ok, err := a.verify(u.TokenHash, token)
 			if errors.Is(err, errHashBusy) {
-				a.limits.refund(ipKey, now)
+				a.limits.Refund(ipKey, now)
 				return principal{}, err
 			}
 			if err != nil {
@@ -424,7 +415,7 @@ func (a *auth) byToken(c *fiber.Ctx, token string) (principal, error) {
 			if !ok {
 				continue
 			}
-			a.limits.refund(ipKey, now)
+			a.limits.Refund(ipKey, now)
 			a.mu.Lock()
 			cur, still := a.users[u.Name]
 			if still && cur.TokenHash == u.TokenHash {

@@ -524,31 +524,6 @@ func TestLoginRateLimit(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 }
 
-// TestLimiterBounded: the limiter holds at most max keys: full buckets are
-// dropped to make room, and with none to drop new keys are refused.
-func TestLimiterBounded(t *testing.T) {
-	l := &limiter{burst: 2, refill: time.Minute, max: 2, m: map[string]*bucket{}}
-	now := t0
-	ok, _, _ := l.take("a", now)
-	require.True(t, ok)
-	ok, _, _ = l.take("b", now)
-	require.True(t, ok)
-	ok, wait, _ := l.take("c", now)
-	require.False(t, ok, "both held keys are mid-episode")
-	require.Equal(t, time.Minute, wait)
-	now = now.Add(time.Minute) // a and b are full again: dropped for c
-	ok, _, _ = l.take("c", now)
-	require.True(t, ok)
-	require.Len(t, l.m, 1)
-	_, _, _ = l.take("c", now)
-	ok, wait, first := l.take("c", now)
-	require.False(t, ok)
-	require.True(t, first)
-	require.Equal(t, time.Minute, wait)
-	_, _, first = l.take("c", now)
-	require.False(t, first, "one log line per episode")
-}
-
 // TestRevocation: removing a user (or re-issuing its token) ends its
 // sessions, token and live streams on every transport at once, while other
 // operators' streams go on.

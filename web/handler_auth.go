@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/telegauge/telegauge/internal/secret"
 )
 
 // routesAuth adds login and logout, then authentication for every route
@@ -128,10 +130,10 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		userKey = "user:" + in.Name[:maxNameBytes] // no user has such a name; bound the key
 	}
 	now := a.cfg.Clock.Now()
-	ok, wait, first := a.limits.take(ipKey, now)
+	ok, wait, first := a.limits.Take(ipKey, now)
 	if ok {
-		if ok, wait, first = a.limits.take(userKey, now); !ok {
-			a.limits.refund(ipKey, now)
+		if ok, wait, first = a.limits.Take(userKey, now); !ok {
+			a.limits.Refund(ipKey, now)
 		}
 	}
 	if !ok {
@@ -149,12 +151,12 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	if !known || len(in.Password) > maxSecretBytes {
 		// Hash all the same, so that a login naming nobody takes as long
 		// as a wrong password: the answer's timing tells no names.
-		hash, in.Password = a.dummyHash(), "-"
+		hash, in.Password = secret.DecoyHash(), "-"
 	}
 	verified, err := a.verify(hash, in.Password)
 	if errors.Is(err, errHashBusy) {
-		a.limits.refund(ipKey, now)
-		a.limits.refund(userKey, now)
+		a.limits.Refund(ipKey, now)
+		a.limits.Refund(userKey, now)
 		return err
 	}
 	if err != nil {
@@ -165,8 +167,8 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 		a.log.Warn("login failed", "user", in.Name, "remote", ip)
 		return fiber.NewError(fiber.StatusUnauthorized, "wrong name or password")
 	}
-	a.limits.refund(ipKey, now)
-	a.limits.refund(userKey, now)
+	a.limits.Refund(ipKey, now)
+	a.limits.Refund(userKey, now)
 
 	a.mu.Lock()
 	cur, still := a.users[u.Name]

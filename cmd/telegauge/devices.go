@@ -42,6 +42,22 @@ func (f RecordsFlags) openRecords(ctx context.Context) (*store.SQL, error) {
 	return s, nil
 }
 
+// recordsTimeout bounds one command's work on the records.
+const recordsTimeout = 30 * time.Second
+
+// withRecords opens the records, runs do and closes them again, all within
+// recordsTimeout.
+func (f RecordsFlags) withRecords(ctx context.Context, do func(ctx context.Context, s *store.SQL) error) error {
+	ctx, cancel := context.WithTimeout(ctx, recordsTimeout)
+	defer cancel()
+	s, err := f.openRecords(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return do(ctx, s)
+}
+
 // DevicesCmd is `telegauge devices`.
 type DevicesCmd struct {
 	Add    DevicesAddCmd    `cmd:"" help:"Give a device a new token (printed once, alone on the last line); replaces any earlier one."`
@@ -60,9 +76,7 @@ func (c *DevicesAddCmd) Run() error {
 	if !ingest.ValidName(c.ID) {
 		return fmt.Errorf("device id %q: want 1-64 of A-Z a-z 0-9 . _ -", c.ID)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	token, err := addDevice(ctx, c.RecordsFlags, c.ID)
+	token, err := addDevice(context.Background(), c.RecordsFlags, c.ID)
 	if err != nil {
 		return err
 	}
@@ -72,22 +86,17 @@ func (c *DevicesAddCmd) Run() error {
 }
 
 // addDevice gives device id a new token and returns it.
-func addDevice(ctx context.Context, f RecordsFlags, id string) (string, error) {
-	s, err := f.openRecords(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer s.Close()
-	return issueDeviceToken(ctx, s, id)
+func addDevice(ctx context.Context, f RecordsFlags, id string) (token string, err error) {
+	err = f.withRecords(ctx, func(ctx context.Context, s *store.SQL) error {
+		token, err = issueDeviceToken(ctx, s, id)
+		return err
+	})
+	return token, err
 }
 
 // issueDeviceToken gives device id a new token in s and returns it.
 func issueDeviceToken(ctx context.Context, s *store.SQL, id string) (string, error) {
-	token, err := secret.NewToken()
-	if err != nil {
-		return "", err
-	}
-	hash, err := secret.Hash(token)
+	token, hash, err := secret.Issue()
 	if err != nil {
 		return "", err
 	}
@@ -104,14 +113,11 @@ type DevicesListCmd struct {
 
 // Run lists the devices.
 func (c *DevicesListCmd) Run() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := c.openRecords(ctx)
-	if err != nil {
+	var devs []store.DeviceRecord
+	err := c.withRecords(context.Background(), func(ctx context.Context, s *store.SQL) (err error) {
+		devs, err = s.Devices(ctx)
 		return err
-	}
-	defer s.Close()
-	devs, err := s.Devices(ctx)
+	})
 	if err != nil {
 		return err
 	}
@@ -150,9 +156,7 @@ type DevicesRevokeCmd struct {
 
 // Run revokes the token.
 func (c *DevicesRevokeCmd) Run() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := revokeDevice(ctx, c.RecordsFlags, c.ID); err != nil {
+	if err := revokeDevice(context.Background(), c.RecordsFlags, c.ID); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "Device %s revoked; a running server disconnects it within a second.\n", c.ID)
@@ -161,16 +165,11 @@ func (c *DevicesRevokeCmd) Run() error {
 
 // revokeDevice removes device id's token.
 func revokeDevice(ctx context.Context, f RecordsFlags, id string) error {
-	s, err := f.openRecords(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if err := s.RevokeDevice(ctx, id); err != nil {
+	return f.withRecords(ctx, func(ctx context.Context, s *store.SQL) error {
+		err := s.RevokeDevice(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("device %s holds no credential", id)
 		}
 		return err
-	}
-	return nil
+	})
 }

@@ -32,9 +32,7 @@ type UsersAddCmd struct {
 func (c *UsersAddCmd) Run() error { return c.run(os.Stdout, os.Stderr) }
 
 func (c *UsersAddCmd) run(stdout, stderr io.Writer) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	token, replaced, err := addUser(ctx, c.RecordsFlags, c.Name, c.Role)
+	token, replaced, err := addUser(context.Background(), c.RecordsFlags, c.Name, c.Role)
 	if err != nil {
 		return err
 	}
@@ -51,18 +49,17 @@ func (c *UsersAddCmd) run(stdout, stderr io.Writer) error {
 // addUser creates or replaces user name with a new token, and returns the
 // token and whether the user existed.
 func addUser(ctx context.Context, f RecordsFlags, name, role string) (token string, replaced bool, err error) {
-	if !validUserName(name) {
+	if !web.ValidUserName(name) {
 		return "", false, fmt.Errorf("user name %q: want 1-64 of A-Z a-z 0-9 . _ - @", name)
 	}
 	if _, err := web.ParseRole(role); err != nil {
 		return "", false, err
 	}
-	s, err := f.openRecords(ctx)
-	if err != nil {
-		return "", false, err
-	}
-	defer s.Close()
-	return issueUserToken(ctx, s, name, role)
+	err = f.withRecords(ctx, func(ctx context.Context, s *store.SQL) error {
+		token, replaced, err = issueUserToken(ctx, s, name, role)
+		return err
+	})
+	return token, replaced, err
 }
 
 // issueUserToken creates or replaces user name in s with role and a new
@@ -75,10 +72,7 @@ func issueUserToken(ctx context.Context, s *store.SQL, name, role string) (token
 	case !errors.Is(err, store.ErrNotFound):
 		return "", false, err
 	}
-	if token, err = secret.NewToken(); err != nil {
-		return "", false, err
-	}
-	hash, err := secret.Hash(token)
+	token, hash, err := secret.Issue()
 	if err != nil {
 		return "", false, err
 	}
@@ -97,14 +91,11 @@ type UsersListCmd struct {
 func (c *UsersListCmd) Run() error { return c.run(os.Stdout) }
 
 func (c *UsersListCmd) run(stdout io.Writer) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := c.openRecords(ctx)
-	if err != nil {
+	var users []store.UserRecord
+	err := c.withRecords(context.Background(), func(ctx context.Context, s *store.SQL) (err error) {
+		users, err = s.ListUsers(ctx)
 		return err
-	}
-	defer s.Close()
-	users, err := s.ListUsers(ctx)
+	})
 	if err != nil {
 		return err
 	}
@@ -124,9 +115,7 @@ type UsersRemoveCmd struct {
 
 // Run removes the user.
 func (c *UsersRemoveCmd) Run() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := removeUser(ctx, c.RecordsFlags, c.Name); err != nil {
+	if err := removeUser(context.Background(), c.RecordsFlags, c.Name); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "User %s removed; a running server ends their sessions and live streams within a second.\n", c.Name)
@@ -135,20 +124,11 @@ func (c *UsersRemoveCmd) Run() error {
 
 // removeUser deletes user name.
 func removeUser(ctx context.Context, f RecordsFlags, name string) error {
-	s, err := f.openRecords(ctx)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	if err := s.DeleteUser(ctx, name); err != nil {
+	return f.withRecords(ctx, func(ctx context.Context, s *store.SQL) error {
+		err := s.DeleteUser(ctx, name)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("no user %s", name)
 		}
 		return err
-	}
-	return nil
+	})
 }
-
-// validUserName is the device charset (DESIGN.md §3) plus '@', so that an
-// e-mail address can be a name: the admin API's rule.
-func validUserName(s string) bool { return web.ValidUserName(s) }

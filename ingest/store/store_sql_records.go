@@ -78,10 +78,11 @@ func (s *SQL) Devices(ctx context.Context) ([]DeviceRecord, error) {
 	return out, nil
 }
 
-// DeleteDevice removes a device, its token hash with it. Its history
-// stays until retention removes it. A missing device is ErrNotFound.
+// DeleteDevice removes a device, its token hash with it (a credential
+// change: see CredentialsVersion). Its history stays until retention
+// removes it. A missing device is ErrNotFound.
 func (s *SQL) DeleteDevice(ctx context.Context, id string) error {
-	if err := s.deleteOne(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
+	if err := s.changeCredential(ctx, `DELETE FROM devices WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("delete device %s: %w", id, err)
 	}
 	return nil
@@ -259,9 +260,13 @@ func (s *SQL) deleteOne(ctx context.Context, query string, args ...any) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	res, err := s.w.ExecContext(ctx, s.d.q(query), args...)
+	return s.closedErr(oneRow(s.w.ExecContext(ctx, s.d.q(query), args...)))
+}
+
+// oneRow is ErrNotFound for a statement that changed no row.
+func oneRow(res sql.Result, err error) error {
 	if err != nil {
-		return s.closedErr(err)
+		return err
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
@@ -286,16 +291,8 @@ func (s *SQL) changeCredential(ctx context.Context, query string, args ...any) e
 		return ErrClosed
 	}
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.d.q(query), args...)
-		if err != nil {
-			return s.closedErr(err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
+		if err := oneRow(tx.ExecContext(ctx, s.d.q(query), args...)); err != nil {
 			return err
-		}
-		if n == 0 {
-			return ErrNotFound
 		}
 		return bumpCredentials(ctx, tx)
 	})

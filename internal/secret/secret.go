@@ -41,6 +41,29 @@ func NewToken() (string, error) {
 	return tokenPrefix + base64.RawURLEncoding.EncodeToString(b), nil
 }
 
+// Issue returns a fresh token and its hash: the token to show once, the
+// hash to store.
+func Issue() (token, hash string, err error) {
+	if token, err = NewToken(); err != nil {
+		return "", "", err
+	}
+	if hash, err = Hash(token); err != nil {
+		return "", "", err
+	}
+	return token, hash, nil
+}
+
+// DecoyHash returns a well-formed hash no token matches, made on first use.
+// Checking a credential that names nobody against it costs what a real
+// check does, so that timing tells no names.
+var DecoyHash = sync.OnceValue(func() string {
+	h, err := Hash("no such name: a credential naming nobody is checked against this")
+	if err != nil {
+		panic("secret: hash: " + err.Error()) // only if the system has no randomness
+	}
+	return h
+})
+
 // Hash returns the PHC-style argon2id hash of token with a random salt:
 // $argon2id$v=19$m=19456,t=2,p=1$SALT$KEY.
 func Hash(token string) (string, error) {

@@ -1,14 +1,16 @@
-package web
+// Package ratelimit bounds attempts per key (a client address, a user
+// name) with a token bucket each: the login and device-credential limits.
+package ratelimit
 
 import (
 	"sync"
 	"time"
 )
 
-// limiter is a token bucket per key (a client address, a user name) that
-// bounds failed login attempts: an attempt spends a token before the slow
-// hash runs, a success gives it back.
-type limiter struct {
+// Keyed is a token bucket per key that bounds failed attempts: an attempt
+// spends a token before the slow check runs, a success gives it back
+// (Refund). Safe for concurrent use.
+type Keyed struct {
 	burst  float64       // tokens a full bucket holds
 	refill time.Duration // time to earn one token back
 	max    int           // keys held; past it, full buckets are dropped
@@ -26,17 +28,30 @@ type bucket struct {
 }
 
 // levelLocked brings b's tokens up to now. The caller must hold l.mu.
-func (l *limiter) levelLocked(b *bucket, nowMs int64) {
+func (l *Keyed) levelLocked(b *bucket, nowMs int64) {
 	if d := nowMs - b.atMs; d > 0 {
 		b.tokens = min(l.burst, b.tokens+float64(d)/float64(l.refill.Milliseconds()))
 		b.atMs = nowMs
 	}
 }
 
-// take spends one attempt of key. When none is left it returns false and
+// New returns a limiter of burst attempts per key, one more earned every
+// refill, holding at most max keys.
+func New(burst int, refill time.Duration, max int) *Keyed {
+	return &Keyed{burst: float64(burst), refill: refill, max: max, m: make(map[string]*bucket)}
+}
+
+// Len returns how many keys the limiter holds.
+func (l *Keyed) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
+}
+
+// Take spends one attempt of key. When none is left it returns false and
 // how long until one is, and first reports whether this is the first
 // refusal of the episode.
-func (l *limiter) take(key string, now time.Time) (ok bool, wait time.Duration, first bool) {
+func (l *Keyed) Take(key string, now time.Time) (ok bool, wait time.Duration, first bool) {
 	nowMs := now.UnixMilli()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -68,8 +83,8 @@ func (l *limiter) take(key string, now time.Time) (ok bool, wait time.Duration, 
 	return true, 0, false
 }
 
-// refund gives back an attempt take spent (a successful login).
-func (l *limiter) refund(key string, now time.Time) {
+// Refund gives back an attempt Take spent (a success).
+func (l *Keyed) Refund(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if b, ok := l.m[key]; ok {
