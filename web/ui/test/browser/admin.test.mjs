@@ -156,6 +156,17 @@ test("the first user, added from a server without logins, keeps its token on scr
     await eventually(() => page.evaluate(() => window.__telegauge.live()?.status === "live"), { what: "live" });
     assert.equal(await page.getByTestId("user-role").inputValue(), "admin", "the first must be an admin");
     await page.getByTestId("user-name").fill("ann");
+    // The race CI once lost: the live stream learns that sign-in is on (and
+    // the page asks /api/v1/me, which answers 401) before the answer with
+    // the token arrives. Hold that answer until then.
+    const told = page.waitForResponse((r) => r.url().endsWith("/api/v1/me") && r.status() === 401, { timeout: 20000 });
+    await page.route("**/api/v1/admin/users", async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      const answer = await route.fetch();
+      await told;
+      await page.evaluate(() => new Promise((r) => setTimeout(r, 0))); // the page has read it
+      await route.fulfill({ response: answer });
+    });
     await page.getByTestId("user-add").getByRole("button", { name: "Add user" }).click();
     await page.getByTestId("token-box").waitFor();
     const token = await page.getByTestId("issued-token").inputValue();

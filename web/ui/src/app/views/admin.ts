@@ -410,6 +410,10 @@ function usersPanel(ctx: Ctx): Panel {
     if (existing && !confirm(`${name} exists. Give ${name} a new token${existing.role !== role ? ` and make them ${role === "admin" ? "an admin" : "a viewer"}` : ""}? The current token stops working.`)) return;
     const first = users.length === 0 && me.auth === "anonymous";
     addBtn.disabled = true;
+    // Issuing the first user, or yourself, ends this page's session at the
+    // server, and the live stream may notice before the answer arrives:
+    // hold the page until the token is on screen.
+    const release = ctx.holdSession();
     try {
       const u = await issueUser(name, role);
       if (destroyed) return;
@@ -422,6 +426,7 @@ function usersPanel(ctx: Ctx): Panel {
       formErr.textContent = `Could not add ${name}: ${message(err)}`;
     } finally {
       addBtn.disabled = false;
+      release();
     }
   });
 
@@ -433,6 +438,7 @@ function usersPanel(ctx: Ctx): Panel {
       const warn = self ? " Your own session ends: you will sign in again with the new one." : " The current one stops working and its sessions end.";
       if (!confirm(`Give ${u.name} a new token?${warn}`)) return;
       renew.disabled = true;
+      const release = ctx.holdSession(); // as for Add: the token must get on screen
       try {
         const issued = await issueUser(u.name, u.role);
         if (destroyed) return;
@@ -442,6 +448,7 @@ function usersPanel(ctx: Ctx): Panel {
         err.textContent = `Could not: ${message(e)}`;
       } finally {
         renew.disabled = false;
+        release();
       }
     });
     const remove = h("button", { type: "button", class: "btn btn-small btn-danger", "aria-label": `Remove ${u.name}`, "data-testid": "user-remove" }, "Remove");
