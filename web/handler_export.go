@@ -3,6 +3,7 @@ package web
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -95,7 +96,24 @@ func (s *Server) handleExport(c *fiber.Ctx) error {
 	}
 	ctx := context.WithoutCancel(c.UserContext())
 	log := s.log
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+	// fasthttp has no write timeout here (live streams and long polls set
+	// their own), so a client that stops reading would hold the export,
+	// and the connection, for ever. Each write that makes progress moves the
+	// connection's write deadline; one that makes none for WriteTimeout
+	// fails, fasthttp closes the connection, and the writer below sees its
+	// next write fail. The deadline would outlive this response, so the
+	// connection closes after it.
+	conn := c.Context().Conn()
+	dl := &writeDeadline{timeout: s.cfg.WriteTimeout}
+	if _, err := dl.extend(conn.SetWriteDeadline); err != nil {
+		return fmt.Errorf("set the export's write deadline: %w", err)
+	}
+	c.Context().SetConnectionClose()
+	exports := s.metrics.exports
+	exports.Inc()
+	c.Context().SetBodyStreamWriter(func(bw *bufio.Writer) {
+		defer exports.Dec()
+		w := deadlineWriter{bw: bw, set: conn.SetWriteDeadline, dl: dl}
 		var b []byte
 		rows := 0
 		if format == "csv" {
@@ -196,4 +214,27 @@ func appendJSONRow(b []byte, id string, d dashboard.SeriesData, j int) []byte {
 	b = append(b, `,"last":`...)
 	b = strconv.AppendFloat(b, d.Last[j], 'g', -1, 64)
 	return append(b, '}')
+}
+
+// deadlineWriter moves the connection's write deadline before each write
+// into fasthttp's stream, which blocks once the connection stops taking
+// bytes (fasthttp's pipe holds a few chunks at most).
+type deadlineWriter struct {
+	bw  *bufio.Writer
+	set func(time.Time) error
+	dl  *writeDeadline
+}
+
+func (w deadlineWriter) Write(b []byte) (int, error) {
+	if _, err := w.dl.extend(w.set); err != nil {
+		return 0, err
+	}
+	return w.bw.Write(b)
+}
+
+func (w deadlineWriter) Flush() error {
+	if _, err := w.dl.extend(w.set); err != nil {
+		return err
+	}
+	return w.bw.Flush()
 }

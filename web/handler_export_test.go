@@ -1,13 +1,20 @@
 package web
 
 import (
+	"bufio"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -98,4 +105,73 @@ func TestExportErrors(t *testing.T) {
 			require.Contains(t, requireJSONError(t, tc.status, resp), tc.msg)
 		})
 	}
+}
+
+// TestExportSlowReaderIsCut: a client that asks for a large export and
+// stops reading is cut once nothing moves for WriteTimeout, freeing the
+// export and its connection; a client that reads gets it all.
+func TestExportSlowReaderIsCut(t *testing.T) {
+	const writeTimeout = 300 * time.Millisecond
+	ts := newTestServer(t, withWeb(func(c *Config) { c.WriteTimeout = writeTimeout }))
+	// 72,000 rows, some 8 MB of JSON: more than loopback's socket buffers
+	// hold, so the server must wait for the reader.
+	const devices, points = 20, 3600
+	base := t0.UnixMilli() - t0.UnixMilli()%1000 - points*1000
+	var pts []point
+	q := url.Values{"step": {"1s"}, "format": {"json"}, "from": {strconv.FormatInt(base, 10)}, "to": {strconv.FormatInt(t0.UnixMilli(), 10)}}
+	for d := range devices {
+		id := fmt.Sprintf("dev%02d/temp", d)
+		q.Add("series", id)
+		for i := range points {
+			pts = append(pts, point{id, base + int64(i)*1000, float64(i)})
+		}
+	}
+	ts.offer(t, pts...)
+	exporting := func() float64 { return ts.metric(t, "telegauge_http_exports_streaming", nil) }
+
+	// A reader that stops after the headers, with a small receive window.
+	d := net.Dialer{Timeout: waitTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	slow, err := d.Dial("tcp", ts.srv.Addr())
+	require.NoError(t, err)
+	defer slow.Close()
+	_, err = io.WriteString(slow, "GET /api/v1/export?"+q.Encode()+" HTTP/1.1\r\nHost: telegauge\r\n\r\n")
+	require.NoError(t, err)
+	slowReader := bufio.NewReader(slow)
+	resp, err := http.ReadResponse(slowReader, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, 1.0, exporting())
+
+	// A good client beside it gets every row.
+	good, err := http.Get(ts.url + "/api/v1/export?" + q.Encode())
+	require.NoError(t, err)
+	body, err := io.ReadAll(good.Body)
+	good.Body.Close()
+	require.NoError(t, err)
+	var rows []json.RawMessage
+	require.NoError(t, json.Unmarshal(body, &rows))
+	require.Len(t, rows, devices*points)
+	require.Greater(t, len(body), 4<<20)
+
+	// The slow one is given up on, and what it then reads is cut short.
+	eventually(t, waitTimeout, func() error {
+		if n := exporting(); n != 0 {
+			return fmt.Errorf("%v exports still streaming", n)
+		}
+		return nil
+	})
+	_ = slow.SetReadDeadline(time.Now().Add(waitTimeout))
+	got, err := io.ReadAll(resp.Body)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server did not close the connection")
+	require.Error(t, err, "a cut chunked body ends without its last chunk")
+	require.Less(t, len(got), len(body))
 }

@@ -9,6 +9,7 @@ import (
 type webMetrics struct {
 	streams    *prometheus.GaugeVec
 	frames     *prometheus.CounterVec
+	exports    prometheus.Gauge
 	collectors []prometheus.Collector
 }
 
@@ -22,8 +23,12 @@ func newWebMetrics() *webMetrics {
 			Name: "telegauge_live_frames_sent_total",
 			Help: "Live frames (points messages or poll answers) written to clients, by transport.",
 		}, []string{"transport"}),
+		exports: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "telegauge_http_exports_streaming",
+			Help: "Exports (/api/v1/export) being written to clients.",
+		}),
 	}
-	m.collectors = []prometheus.Collector{m.streams, m.frames}
+	m.collectors = []prometheus.Collector{m.streams, m.frames, m.exports}
 	return m
 }
 
