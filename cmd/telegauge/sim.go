@@ -140,7 +140,7 @@ func (c *SimDevicesCmd) devicesConfig() (simulators.DevicesConfig, error) {
 type SimViewersCmd struct {
 	URL       string        `default:"http://127.0.0.1:8080" help:"Telegauge base URL."`
 	Viewers   int           `default:"10" help:"Viewers to simulate."`
-	Transport string        `enum:"ws,sse,longpoll,poll,mix" default:"ws" help:"Live transport."`
+	Transport string        `enum:"ws,sse,longpoll,poll,mix" default:"ws" help:"Live transport: ws, sse, longpoll, poll, or mix (the four in turn)."`
 	Series    []string      `default:"#" help:"Series patterns to subscribe to."`
 	Duration  time.Duration `default:"0" help:"How long to run; 0 runs until interrupted."`
 	Ramp      time.Duration `default:"1s" help:"Spread connection starts over this time."`
