@@ -108,6 +108,7 @@ type LoadCounters struct {
 	acked           atomic.Int64
 	errs            atomic.Int64
 	connectFailures atomic.Int64
+	perMessage      atomic.Int64 // readings a message carries
 }
 
 // Snapshot returns the counts so far.
@@ -115,13 +116,14 @@ func (c *LoadCounters) Snapshot() LoadStats {
 	s := LoadStats{
 		Connected:       c.connected.Load(),
 		Messages:        c.messages.Load(),
-		Acked:           c.acked.Load(),
+		Acks:            c.acked.Load(),
 		Errors:          c.errs.Load(),
 		ConnectFailures: c.connectFailures.Load(),
 	}
 	if st := c.start.Load(); st != 0 {
 		s.Elapsed = time.Since(time.Unix(0, st))
 	}
+	s.Readings = s.Messages * c.perMessage.Load()
 	s.setRate()
 	return s
 }
@@ -133,21 +135,26 @@ type LoadStats struct {
 	Connected int64 `json:"connected"`
 	// Messages is how many PUBLISH packets were written.
 	Messages int64 `json:"messages"`
-	// Acked is how many QoS 1 publishes were acknowledged.
-	Acked int64 `json:"acked"`
+	// Readings is Messages times the readings each message carries.
+	Readings int64 `json:"readings"`
+	// Acks is how many QoS 1 publishes were acknowledged.
+	Acks int64 `json:"acks"`
 	// Errors counts failed connections, writes and unexpected packets.
 	Errors int64 `json:"errors"`
 	// ConnectFailures is how many connection attempts failed.
 	ConnectFailures int64 `json:"connectFailures"`
 	// Elapsed is the run's wall time (JSON: elapsedMs).
 	Elapsed time.Duration `json:"-"`
-	// Rate is Messages over Elapsed, per second.
-	Rate float64 `json:"rate"`
+	// MessagesPerSecond is Messages over Elapsed.
+	MessagesPerSecond float64 `json:"messagesPerSecond"`
+	// ReadingsPerSecond is Readings over Elapsed.
+	ReadingsPerSecond float64 `json:"readingsPerSecond"`
 }
 
 func (s *LoadStats) setRate() {
 	if sec := s.Elapsed.Seconds(); sec > 0 {
-		s.Rate = float64(s.Messages) / sec
+		s.MessagesPerSecond = float64(s.Messages) / sec
+		s.ReadingsPerSecond = float64(s.Readings) / sec
 	}
 }
 
@@ -164,9 +171,9 @@ func (s LoadStats) MarshalJSON() ([]byte, error) {
 func (s LoadStats) Summary() string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "messages\tacked\terrors\tconnect failures\telapsed\tmsg/s\t")
-	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%s\t%.0f\t\n",
-		s.Messages, s.Acked, s.Errors, s.ConnectFailures, s.Elapsed.Round(time.Millisecond), s.Rate)
+	fmt.Fprintln(tw, "messages\treadings\tacks\terrors\tconnect failures\telapsed\tmsg/s\treadings/s\t")
+	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%.0f\t%.0f\t\n",
+		s.Messages, s.Readings, s.Acks, s.Errors, s.ConnectFailures, s.Elapsed.Round(time.Millisecond), s.MessagesPerSecond, s.ReadingsPerSecond)
 	_ = tw.Flush()
 	return b.String()
 }
@@ -189,6 +196,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, log *slog.Logger) (LoadStats, 
 	}
 	log = log.With("component", "simulators.load")
 	start := time.Now()
+	cfg.Counters.perMessage.Store(int64(cfg.Metrics))
 	cfg.Counters.start.Store(start.UnixNano())
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
@@ -219,7 +227,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, log *slog.Logger) (LoadStats, 
 	s := cfg.Counters.Snapshot()
 	s.Elapsed = time.Since(start)
 	s.setRate()
-	log.Info("load done", "messages", s.Messages, "rate", int64(s.Rate), "acked", s.Acked, "errors", s.Errors)
+	log.Info("load done", "messages", s.Messages, "rate", int64(s.MessagesPerSecond), "acks", s.Acks, "errors", s.Errors)
 	if ok.Load() == 0 && lastErr != nil {
 		return s, fmt.Errorf("publish load to %s: %w", cfg.Addr, lastErr)
 	}

@@ -48,11 +48,11 @@ func TestRunLoad(t *testing.T) {
 			require.Zero(t, stats.Errors)
 			require.Zero(t, stats.Connected)
 			if tc.qos == 1 {
-				require.EqualValues(t, conns*perConn, stats.Acked)
+				require.EqualValues(t, conns*perConn, stats.Acks)
 			} else {
-				require.Zero(t, stats.Acked)
+				require.Zero(t, stats.Acks)
 			}
-			require.Positive(t, stats.Rate)
+			require.Positive(t, stats.MessagesPerSecond)
 
 			sink.waitCount(t, conns*perConn)
 			metrics := max(tc.metrics, 2)
@@ -84,7 +84,7 @@ func TestRunLoadDuration(t *testing.T) {
 	}, nil)
 	require.NoError(t, err)
 	require.Positive(t, stats.Messages)
-	require.Equal(t, stats.Messages, stats.Acked)
+	require.Equal(t, stats.Messages, stats.Acks)
 	// Paced at 2000/s for 0.2 s: around 400, never a burst far beyond it.
 	require.Less(t, stats.Messages, int64(1000))
 	require.Equal(t, stats.Messages, counters.Snapshot().Messages)

@@ -300,7 +300,7 @@ func TestHostileLoad(t *testing.T) {
 		"flooders' readings all stored (%d) over %s (at least %s at their rate), held %.1f s in %v publishes; "+
 		"refusals: packet_size %v, keepalive %v; rejected: too_many_series %v, malformed %v; "+
 		"peak Go heap (objects, whole process) %.1f MiB, server's heap in use at the end %.1f MiB",
-		good.Readings, loadDone.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), flood.Messages, flood.Rate,
+		good.Readings, loadDone.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), flood.Messages, flood.MessagesPerSecond,
 		hogTotal, floodSpan.Round(time.Millisecond), minSpan.Round(time.Millisecond),
 		m["telegauge_device_throttled_seconds_total"], m["telegauge_device_throttled_messages_total"],
 		refused("packet_size"), refused("keepalive"),

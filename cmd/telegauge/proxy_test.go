@@ -111,7 +111,7 @@ func testNginxTransport(t *testing.T, n *testNode, px *nginxProxy, transport str
 		IDPrefix:    prefix,
 	}, nil)
 	require.NoError(t, err)
-	require.EqualValues(t, devices*messages, load.Acked, "QoS 1 acknowledgements")
+	require.EqualValues(t, devices*messages, load.Acks, "QoS 1 acknowledgements")
 	eventually(t, 20*time.Second, func() error {
 		if err := dl.failure(); err != nil {
 			t.Fatal(err) // a duplicate or a stray reading will not go away

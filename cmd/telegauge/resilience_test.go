@@ -110,7 +110,7 @@ func testFlakyLink(t *testing.T, transport string, seed uint64) {
 	}, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, devices*messages, load.Messages, "messages published")
-	require.EqualValues(t, load.Messages, load.Acked, "QoS 1 acknowledgements")
+	require.EqualValues(t, load.Messages, load.Acks, "QoS 1 acknowledgements")
 	require.Zero(t, load.Errors)
 	var rep chaosReport
 	select {
@@ -287,7 +287,7 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	require.NoError(t, load.err)
 	require.Positive(t, load.s.Messages)
-	require.Equal(t, load.s.Messages, load.s.Acked, "QoS 1 acknowledgements")
+	require.Equal(t, load.s.Messages, load.s.Acks, "QoS 1 acknowledgements")
 	require.Zero(t, load.s.Errors)
 	readings := int(load.s.Messages) * metrics
 
@@ -370,9 +370,9 @@ func TestSlowConsumer(t *testing.T) {
 	// p99 of 2.7 s for every viewer alike), and so it tells us when not to
 	// judge. Where it kept up, p99 was 10-100 ms; a viewer held up behind a
 	// slow one would wait out the server's 10 s write timeout.
-	keptUp := load.s.Rate >= 0.7*rate
+	keptUp := load.s.MessagesPerSecond >= 0.7*rate
 	if !keptUp {
-		t.Logf("publisher reached %.0f%% of its rate: the machine is overloaded, latency not judged", 100*load.s.Rate/rate)
+		t.Logf("publisher reached %.0f%% of its rate: the machine is overloaded, latency not judged", 100*load.s.MessagesPerSecond/rate)
 	}
 	for _, tr := range []string{simulators.TransportWS, simulators.TransportSSE, simulators.TransportLongPoll} {
 		ts := stats.Transports[tr]

@@ -67,7 +67,7 @@ func (c *SimDevicesCmd) Run() error {
 		counters := &simulators.LoadCounters{}
 		stopProgress := progress(func() string {
 			s := counters.Snapshot()
-			return fmt.Sprintf("sent %d msgs (%.0f/s), acked %d, errors %d", s.Messages, s.Rate, s.Acked, s.Errors)
+			return fmt.Sprintf("sent %d msgs (%.0f/s), acks %d, errors %d", s.Messages, s.MessagesPerSecond, s.Acks, s.Errors)
 		})
 		st, err := simulators.RunLoad(ctx, simulators.LoadConfig{
 			Addr: strings.TrimPrefix(c.Broker, "tcp://"), Connections: cfg.Devices, Rate: c.Rate * float64(cfg.Devices),
@@ -81,7 +81,7 @@ func (c *SimDevicesCmd) Run() error {
 	cfg.Counters = counters
 	stopProgress := progress(func() string {
 		s := counters.Snapshot()
-		line := fmt.Sprintf("%d connected, sent %d msgs (%.0f/s), %d readings, acked %d, errors %d",
+		line := fmt.Sprintf("%d connected, sent %d msgs (%.0f/s), %d readings, acks %d, errors %d",
 			s.Connected, s.Messages, s.MessagesPerSecond, s.Readings, s.Acks, s.Errors)
 		if s.Disconnects+s.Stalls+s.Bad > 0 {
 			line += fmt.Sprintf(", %d disconnects, %d stalls, %d buffered, %d malformed", s.Disconnects, s.Stalls, s.Buffered, s.Bad)
