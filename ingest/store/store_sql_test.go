@@ -91,7 +91,7 @@ func TestSQLMigrationsIdempotent(t *testing.T) {
 			s, _ := newTestSQL(t, SQLConfig{URL: u})
 			var version int64
 			require.NoError(t, s.r.QueryRow(`SELECT max(version_id) FROM goose_db_version`).Scan(&version))
-			require.Equal(t, int64(2), version, "the newest migration")
+			require.Equal(t, int64(3), version, "the newest migration")
 			require.NoError(t, s.Close())
 		}
 	})
@@ -304,6 +304,71 @@ func TestSQLCredentials(t *testing.T) {
 		require.NoError(t, other.DeleteUser(ctx, "ann"))
 		require.Equal(t, v0+5, version())
 		require.Error(t, s.SetDeviceToken(ctx, "d3", ""))
+	})
+}
+
+// TestSQLSessions: a session recorded by one server is found by another on
+// the same database; ending one is a credential change, pruning expired
+// ones is not.
+func TestSQLSessions(t *testing.T) {
+	dialects(t, func(t *testing.T, url func(testing.TB) string) {
+		u := url(t)
+		s, _ := newTestSQL(t, SQLConfig{URL: u})
+		other, _ := newTestSQL(t, SQLConfig{URL: u, RecordsOnly: true})
+		ctx := context.Background()
+		version := func() int64 {
+			t.Helper()
+			v, err := s.CredentialsVersion(ctx)
+			require.NoError(t, err)
+			return v
+		}
+		v0 := version()
+		a := SessionRecord{Key: "k1", User: "ann", TokenHash: "h1", StartMs: 1000, SeenMs: 1000}
+		b := SessionRecord{Key: "k2", User: "bob", TokenHash: "h2", StartMs: 2000, SeenMs: 2500}
+		require.NoError(t, s.PutSession(ctx, a))
+		require.NoError(t, s.PutSession(ctx, b))
+		require.Equal(t, v0, version(), "a login is not a credential change")
+
+		got, err := other.GetSession(ctx, "k1")
+		require.NoError(t, err)
+		require.Equal(t, a, got)
+		_, err = other.GetSession(ctx, "nope")
+		require.ErrorIs(t, err, ErrNotFound)
+
+		require.NoError(t, other.TouchSession(ctx, "k1", 5000))
+		require.NoError(t, other.TouchSession(ctx, "k1", 4000), "an older use changes nothing")
+		require.NoError(t, other.TouchSession(ctx, "gone", 4000))
+		got, err = s.GetSession(ctx, "k1")
+		require.NoError(t, err)
+		require.Equal(t, int64(5000), got.SeenMs)
+
+		keys, err := s.SessionKeys(ctx)
+		require.NoError(t, err)
+		require.Equal(t, map[string]struct{}{"k1": {}, "k2": {}}, keys)
+
+		require.NoError(t, other.DeleteSessions(ctx, "k1", "unknown"))
+		require.Equal(t, v0+1, version(), "ending a session is")
+		require.NoError(t, other.DeleteSessions(ctx, "k1"))
+		require.Equal(t, v0+1, version(), "ending none is not")
+		_, err = s.GetSession(ctx, "k1")
+		require.ErrorIs(t, err, ErrNotFound)
+
+		require.NoError(t, s.PutSession(ctx, a))
+		n, err := s.PruneSessions(ctx, 2000, 0) // k1 last seen at 1000
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n)
+		n, err = s.PruneSessions(ctx, 0, 2001) // k2 started at 2000
+		require.NoError(t, err)
+		require.Equal(t, int64(1), n)
+		keys, err = s.SessionKeys(ctx)
+		require.NoError(t, err)
+		require.Empty(t, keys)
+		require.Equal(t, v0+1, version())
+
+		require.NoError(t, s.Close())
+		require.ErrorIs(t, s.PutSession(ctx, a), ErrClosed)
+		_, err = s.GetSession(ctx, "k1")
+		require.ErrorIs(t, err, ErrClosed)
 	})
 }
 
