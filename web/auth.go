@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -81,9 +82,8 @@ type AuthConfig struct {
 	// SessionMaxAge ends a session this long after login, used or not; it
 	// is also the cookie's Max-Age. Zero means 7 days.
 	SessionMaxAge time.Duration `yaml:"session-max-age"`
-	// MaxSessions bounds the sessions held (in memory: a restart logs
-	// everyone out); past it the least recently used one ends. Zero means
-	// 10,000.
+	// MaxSessions bounds the sessions held; past it the least recently
+	// used one ends. Zero means 10,000.
 	MaxSessions int `yaml:"max-sessions"`
 	// MaxSessionsPerUser bounds one user's sessions; past it the user's
 	// least recently used one ends. Zero means 32.
@@ -97,6 +97,10 @@ type AuthConfig struct {
 	// Clock gives the time for session expiry and login limits; nil means
 	// the hub's clock.
 	Clock clockwork.Clock `yaml:"-"`
+	// Store, when set, keeps sessions where a restart, or another server
+	// on the same database, finds them (see SessionStore); nil keeps them
+	// in memory only.
+	Store SessionStore `yaml:"-"`
 }
 
 // Ways a request is authenticated, as GET /api/v1/me reports them.
@@ -156,6 +160,8 @@ type auth struct {
 	cookie string       // the session cookie's name
 	hashes atomic.Int64 // slow hashes run (tests check that unknown names cost one)
 
+	store SessionStore // nil: sessions live in memory only
+
 	mu       sync.Mutex // guards the fields below
 	sessions *sessions
 	required bool
@@ -205,6 +211,7 @@ func newAuth(cfg AuthConfig, acc Access, tls bool, hub *dashboard.Hub, log *slog
 			m: make(map[[32]byte]*session), perUser: make(map[string]int),
 		},
 		limits: ratelimit.New(cfg.LoginBurst, cfg.LoginRefill, 100_000),
+		store:  cfg.Store,
 		tokens: make(map[[32]byte]User),
 		live:   make(map[*dashboard.Viewer]principal),
 	}
@@ -302,8 +309,17 @@ func (a *auth) untrack(v *dashboard.Viewer) {
 	delete(a.live, v)
 }
 
-// endSession ends one session and the live streams opened with it.
+// endSession ends one session, here and in the session store, and the
+// live streams opened with it.
 func (a *auth) endSession(sid [32]byte) {
+	a.endHeld(sid, "logged out")
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	a.forget(ctx, [][32]byte{sid})
+}
+
+// endHeld ends one session in memory, and the live streams opened with it.
+func (a *auth) endHeld(sid [32]byte, reason string) {
 	a.mu.Lock()
 	a.sessions.delete(sid)
 	var ended []*dashboard.Viewer
@@ -315,7 +331,7 @@ func (a *auth) endSession(sid [32]byte) {
 	}
 	a.mu.Unlock()
 	for _, v := range ended {
-		a.hub.End(v, "logged out")
+		a.hub.End(v, reason)
 	}
 }
 
@@ -346,7 +362,11 @@ func (a *auth) authenticate(c *fiber.Ctx) (principal, error) {
 		return a.byToken(c, strings.TrimSpace(token))
 	}
 	if sid := c.Cookies(a.cookie); sid != "" {
-		if p, ok := a.bySession(sid); ok {
+		p, ok, err := a.bySession(c, sid)
+		if err != nil {
+			return principal{}, err
+		}
+		if ok {
 			return p, nil
 		}
 		a.met.denied.WithLabelValues("unauthenticated").Inc()
@@ -356,21 +376,51 @@ func (a *auth) authenticate(c *fiber.Ctx) (principal, error) {
 	return principal{}, unauthorized(c, "authentication required: log in, or send Authorization: Bearer <API token>")
 }
 
-// bySession finds the session a cookie names, if it is still valid.
-func (a *auth) bySession(cookie string) (principal, bool) {
+// bySession finds the session a cookie names, if it is still valid: in
+// memory, else in the session store (a session from before a restart, or
+// from another server). A cookie that is in neither counts against the
+// address's login limit, as a bad token does, so that guessing costs
+// the database nothing.
+func (a *auth) bySession(c *fiber.Ctx, cookie string) (principal, bool, error) {
 	key := sha256.Sum256([]byte(cookie))
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	s, ok := a.sessions.get(key, a.cfg.Clock.Now())
+	held := a.sessions.has(key)
+	a.mu.Unlock()
+	if !held && a.store != nil {
+		ip := c.IP()
+		ipKey := limitKey(ip)
+		now := a.cfg.Clock.Now()
+		if ok, wait, _ := a.limits.Take(ipKey, now); !ok {
+			return principal{}, false, a.limited(c, wait)
+		}
+		loaded, err := a.loadSession(c.UserContext(), key)
+		if err != nil {
+			a.log.Warn("cannot read a session from the store", "remote", ip, "err", err)
+			return principal{}, false, fiber.NewError(fiber.StatusServiceUnavailable, "cannot check the session: try again shortly")
+		}
+		if !loaded {
+			return principal{}, false, nil
+		}
+		a.limits.Refund(ipKey, now)
+	}
+
+	a.mu.Lock()
+	s, touch, ok := a.sessions.get(key, a.cfg.Clock.Now())
+	var u User
+	if ok {
+		if u, ok = a.users[s.user]; !ok || u.TokenHash != s.hash {
+			a.sessions.delete(key)
+			ok, touch = false, false
+		}
+	}
+	a.mu.Unlock()
+	if touch {
+		a.touch(c.UserContext(), key, s.seenMs)
+	}
 	if !ok {
-		return principal{}, false
+		return principal{}, false, nil
 	}
-	u, ok := a.users[s.user]
-	if !ok || u.TokenHash != s.hash {
-		a.sessions.delete(key)
-		return principal{}, false
-	}
-	return principal{user: u.Name, role: u.Role, via: viaSession, hash: u.TokenHash, sid: key}, true
+	return principal{user: u.Name, role: u.Role, via: viaSession, hash: u.TokenHash, sid: key}, true, nil
 }
 
 // byToken finds the user whose API token this is. An unknown token costs

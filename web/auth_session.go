@@ -14,11 +14,17 @@ type session struct {
 	hash    string // the user's token hash at login: a new token ends the session
 	startMs int64  // login time, Unix ms
 	seenMs  int64  // last use, Unix ms
+	// stored is whether the session store holds the session (so that its
+	// absence there means it was ended elsewhere), and storedSeenMs the
+	// last use recorded there.
+	stored       bool
+	storedSeenMs int64
 }
 
-// sessions holds the logins, in memory: bounded in number, in idle time
-// and in age. The key is sha256 of the cookie's value, so the map holds no
-// usable credential.
+// sessions holds the logins in memory: bounded in number, in idle time and
+// in age. The key is sha256 of the cookie's value, so the map holds no
+// usable credential. With a session store (auth.store) it is a cache of
+// the store's sessions plus those not yet written.
 //
 // It has no lock of its own: auth.mu guards it.
 type sessions struct {
@@ -28,36 +34,50 @@ type sessions struct {
 	perUser         map[string]int
 }
 
-// create starts a session for user and returns its cookie value: 32
-// random bytes, URL-safe base64.
-func (ss *sessions) create(user, hash string, now time.Time) (string, error) {
+// create starts a session for user and returns its cookie value (32
+// random bytes, URL-safe base64), its key, and the keys of the sessions
+// ended to make room.
+func (ss *sessions) create(user, hash string, now time.Time) (id string, key [32]byte, evicted [][32]byte, err error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("make session id: %w", err)
+		return "", key, nil, fmt.Errorf("make session id: %w", err)
 	}
-	id := base64.RawURLEncoding.EncodeToString(b)
+	id = base64.RawURLEncoding.EncodeToString(b)
 	nowMs := now.UnixMilli()
-	if ss.perUser[user] >= ss.maxPerUser {
-		ss.evictLRU(func(s *session) bool { return s.user == user })
+	key = sha256.Sum256([]byte(id))
+	evicted = ss.add(key, &session{user: user, hash: hash, startMs: nowMs, seenMs: nowMs}, nowMs)
+	return id, key, evicted, nil
+}
+
+// add holds s under key, ending other sessions if a bound is reached, and
+// returns the keys of those it ended.
+func (ss *sessions) add(key [32]byte, s *session, nowMs int64) (evicted [][32]byte) {
+	if old, ok := ss.m[key]; ok {
+		*old = *s
+		return nil
+	}
+	if ss.perUser[s.user] >= ss.maxPerUser {
+		evicted = ss.evictLRU(evicted, func(o *session) bool { return o.user == s.user })
 	}
 	if len(ss.m) >= ss.max {
-		for k, s := range ss.m {
-			if ss.expired(s, nowMs) {
+		for k, o := range ss.m {
+			if ss.expired(o, nowMs) {
 				ss.delete(k)
 			}
 		}
 		if len(ss.m) >= ss.max {
-			ss.evictLRU(func(*session) bool { return true })
+			evicted = ss.evictLRU(evicted, func(*session) bool { return true })
 		}
 	}
-	ss.m[sha256.Sum256([]byte(id))] = &session{user: user, hash: hash, startMs: nowMs, seenMs: nowMs}
-	ss.perUser[user]++
-	return id, nil
+	ss.m[key] = s
+	ss.perUser[s.user]++
+	return evicted
 }
 
 // evictLRU ends the least recently used session among those match
-// accepts. It scans every session: it runs only when a bound is reached.
-func (ss *sessions) evictLRU(match func(*session) bool) {
+// accepts, appending its key to evicted. It scans every session: it runs
+// only when a bound is reached.
+func (ss *sessions) evictLRU(evicted [][32]byte, match func(*session) bool) [][32]byte {
 	var (
 		oldest [32]byte
 		seen   int64
@@ -70,7 +90,9 @@ func (ss *sessions) evictLRU(match func(*session) bool) {
 	}
 	if found {
 		ss.delete(oldest)
+		evicted = append(evicted, oldest)
 	}
+	return evicted
 }
 
 func (ss *sessions) expired(s *session, nowMs int64) bool {
@@ -78,19 +100,51 @@ func (ss *sessions) expired(s *session, nowMs int64) bool {
 }
 
 // get returns the session key names, marking it used, unless it expired
-// (then it is ended).
-func (ss *sessions) get(key [32]byte, now time.Time) (session, bool) {
-	s, ok := ss.m[key]
+// (then it is ended). touch is whether the use should be recorded in the
+// session store: a stored session's idle time is recorded at most every
+// touchEvery, so a restart does not end a session in use, and does not
+// write for every request.
+func (ss *sessions) get(key [32]byte, now time.Time) (s session, touch, ok bool) {
+	p, ok := ss.m[key]
 	if !ok {
-		return session{}, false
+		return session{}, false, false
 	}
 	nowMs := now.UnixMilli()
-	if ss.expired(s, nowMs) {
+	if ss.expired(p, nowMs) {
 		ss.delete(key)
-		return session{}, false
+		return session{}, false, false
 	}
-	s.seenMs = nowMs
-	return *s, true
+	p.seenMs = nowMs
+	if p.stored && nowMs-p.storedSeenMs >= ss.touchEvery().Milliseconds() {
+		p.storedSeenMs = nowMs
+		touch = true
+	}
+	return *p, touch, true
+}
+
+// touchEvery is how often a session's use is recorded in the store: a
+// session is then never found idle for longer than idle + touchEvery.
+func (ss *sessions) touchEvery() time.Duration { return ss.idle / 24 }
+
+// markStored records that the store holds the session key, and reports
+// whether it is still held here.
+func (ss *sessions) markStored(key [32]byte, seenMs int64) bool {
+	p, ok := ss.m[key]
+	if ok {
+		p.stored, p.storedSeenMs = true, seenMs
+	}
+	return ok
+}
+
+// storedKeys returns the keys of the sessions the store holds.
+func (ss *sessions) storedKeys() [][32]byte {
+	var out [][32]byte
+	for k, s := range ss.m {
+		if s.stored {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // has reports whether the session exists (expired or not: get decides).

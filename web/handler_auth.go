@@ -172,9 +172,13 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 
 	a.mu.Lock()
 	cur, still := a.users[u.Name]
-	var id string
+	var (
+		id      string
+		key     [32]byte
+		evicted [][32]byte
+	)
 	if still && cur.TokenHash == u.TokenHash {
-		id, err = a.sessions.create(u.Name, u.TokenHash, now)
+		id, key, evicted, err = a.sessions.create(u.Name, u.TokenHash, now)
 	}
 	a.mu.Unlock()
 	if err != nil {
@@ -183,6 +187,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	if id == "" {
 		return fiber.NewError(fiber.StatusUnauthorized, "wrong name or password") // removed while we hashed
 	}
+	a.storeNew(c.UserContext(), key, u.Name, u.TokenHash, now, evicted)
 	a.met.logins.WithLabelValues("ok").Inc()
 	a.log.Info("login", "user", u.Name, "remote", ip)
 	c.Cookie(s.sessionCookie(c, id, a.cfg.SessionMaxAge))
@@ -198,7 +203,7 @@ func (s *Server) handleLogout(c *fiber.Ctx) error {
 		return err
 	}
 	if sid := c.Cookies(s.auth.cookie); sid != "" {
-		if p, ok := s.auth.bySession(sid); ok {
+		if p, ok, _ := s.auth.bySession(c, sid); ok {
 			s.auth.log.Info("logout", "user", p.user, "remote", c.IP())
 			s.auth.endSession(p.sid)
 		}

@@ -255,9 +255,17 @@ func (s *Server) transport(name string, h fiber.Handler) fiber.Handler {
 
 // SetAccess replaces who may use the API. Whoever lost access (a removed
 // user, a re-issued token, anonymous viewers once access is required) loses
-// it at once: their sessions end and their live streams are closed. Safe
-// for concurrent use.
-func (s *Server) SetAccess(a Access) { s.auth.set(a) }
+// it at once: their sessions end and their live streams are closed. With a
+// session store, sessions it no longer holds (ended by another server)
+// end too. Safe for concurrent use.
+func (s *Server) SetAccess(a Access) {
+	s.auth.set(a)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := s.auth.syncSessions(ctx); err != nil {
+		s.log.Warn("cannot check sessions against the store; will at the next change", "err", err)
+	}
+}
 
 // Addr returns the address the listener is bound to.
 func (s *Server) Addr() string { return s.ln.Addr().String() }

@@ -250,3 +250,71 @@ func TestCrashLosesAtMostTheFlushInterval(t *testing.T) {
 	require.Equal(t, secs, all("1h"), "per-hour buckets hold every stored reading once")
 	require.NoError(t, q.stop(t, syscall.SIGTERM))
 }
+
+// TestRestartKeepsLogins: a browser's login outlives a graceful restart
+// (sessions are in the database), and on a shared PostgreSQL every server
+// honours it; a logout on one ends it on the others within their
+// credentials poll.
+func TestRestartKeepsLogins(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		dir := t.TempDir()
+		testRestartKeepsLogins(t, RecordsFlags{DataDir: dir}, "--data-dir", dir)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		u := pgtest.URL(t)
+		testRestartKeepsLogins(t, RecordsFlags{DB: u}, "--db", u)
+	})
+}
+
+func testRestartKeepsLogins(t *testing.T, records RecordsFlags, db ...string) {
+	token, _, err := addUser(t.Context(), records, "ann", "admin")
+	require.NoError(t, err)
+	p := startProcess(t, db...)
+	// The cookie is what a browser sends from then on (cookies are not
+	// bound to a port).
+	var session string
+	resp, err := http.Post(p.http+"/api/v1/login", "application/json", strings.NewReader(`{"name":"ann","password":"`+token+`"}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, c := range resp.Cookies() {
+		if c.Name == "telegauge_session" {
+			session = c.Value
+		}
+	}
+	require.NotEmpty(t, session)
+	as := func(base string) http.Header {
+		return http.Header{"Cookie": {"telegauge_session=" + session}, "Origin": {base}}
+	}
+	me := func(base string) int {
+		st, _ := httpStatus(t, nil, http.MethodGet, base+"/api/v1/me", "", as(base))
+		return st
+	}
+	require.Equal(t, http.StatusOK, me(p.http))
+	require.NoError(t, p.stop(t, syscall.SIGTERM))
+
+	q := startProcess(t, db...)
+	st, body := httpStatus(t, nil, http.MethodGet, q.http+"/api/v1/me", "", as(q.http))
+	require.Equal(t, http.StatusOK, st, "after a restart: %s", body)
+	require.Contains(t, body, `"user":"ann"`)
+	if records.DB == "" {
+		require.NoError(t, q.stop(t, syscall.SIGTERM))
+		return
+	}
+
+	// A second server on the same PostgreSQL honours the login, and a
+	// logout there reaches the first.
+	r := startProcess(t, db...)
+	require.Equal(t, http.StatusOK, me(r.http), "on another server")
+	st, body = httpStatus(t, nil, http.MethodPost, r.http+"/api/v1/logout", "", as(r.http))
+	require.Equal(t, http.StatusNoContent, st, body)
+	require.Equal(t, http.StatusUnauthorized, me(r.http))
+	eventually(t, 10*time.Second, func() error {
+		if st := me(q.http); st != http.StatusUnauthorized {
+			return fmt.Errorf("the first server still answers %d", st)
+		}
+		return nil
+	})
+	require.NoError(t, r.stop(t, syscall.SIGTERM))
+	require.NoError(t, q.stop(t, syscall.SIGTERM))
+}

@@ -276,7 +276,14 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		n.closeMQTT()
 		return nil, err
 	}
+	// Sessions are kept in the database, so that a restart (or another
+	// node on a shared PostgreSQL) keeps operators logged in.
+	var sessions web.SessionStore
+	if n.sql != nil {
+		sessions = n.sql
+	}
 	if n.web, err = web.New(web.Config{
+		Auth:       web.AuthConfig{Store: sessions},
 		Addr:       c.HTTPAddr,
 		Origins:    c.Origins,
 		Transports: c.Transports,
