@@ -379,8 +379,9 @@ func (a *auth) authenticate(c *fiber.Ctx) (principal, error) {
 // bySession finds the session a cookie names, if it is still valid: in
 // memory, else in the session store (a session from before a restart, or
 // from another server). A cookie that is in neither counts against the
-// address's login limit, as a bad token does, so that guessing costs
-// the database nothing.
+// address's login limit, as a bad token does, so that guessing cookies
+// cannot keep the database busy; an ended one (its user removed, say)
+// does not.
 func (a *auth) bySession(c *fiber.Ctx, cookie string) (principal, bool, error) {
 	key := sha256.Sum256([]byte(cookie))
 	a.mu.Lock()
@@ -393,15 +394,18 @@ func (a *auth) bySession(c *fiber.Ctx, cookie string) (principal, bool, error) {
 		if ok, wait, _ := a.limits.Take(ipKey, now); !ok {
 			return principal{}, false, a.limited(c, wait)
 		}
-		loaded, err := a.loadSession(c.UserContext(), key)
+		known, loaded, err := a.loadSession(c.UserContext(), key)
 		if err != nil {
+			a.limits.Refund(ipKey, now)
 			a.log.Warn("cannot read a session from the store", "remote", ip, "err", err)
 			return principal{}, false, fiber.NewError(fiber.StatusServiceUnavailable, "cannot check the session: try again shortly")
+		}
+		if known {
+			a.limits.Refund(ipKey, now)
 		}
 		if !loaded {
 			return principal{}, false, nil
 		}
-		a.limits.Refund(ipKey, now)
 	}
 
 	a.mu.Lock()

@@ -60,16 +60,17 @@ func (a *auth) storeNew(ctx context.Context, key [32]byte, user, hash string, no
 }
 
 // loadSession looks for a session this server does not hold in the store
-// and holds it if it is still valid. It reports whether it did.
-func (a *auth) loadSession(ctx context.Context, key [32]byte) (bool, error) {
+// and holds it if it is still valid. It reports whether the store knew the
+// session at all, and whether it is now held.
+func (a *auth) loadSession(ctx context.Context, key [32]byte) (known, held bool, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	r, err := a.store.GetSession(ctx, storeKey(key))
 	if errors.Is(err, store.ErrNotFound) {
-		return false, nil
+		return false, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("load session: %w", err)
+		return false, false, fmt.Errorf("load session: %w", err)
 	}
 	s := &session{user: r.User, hash: r.TokenHash, startMs: r.StartMs, seenMs: r.SeenMs, stored: true, storedSeenMs: r.SeenMs}
 	nowMs := a.cfg.Clock.Now().UnixMilli()
@@ -77,12 +78,12 @@ func (a *auth) loadSession(ctx context.Context, key [32]byte) (bool, error) {
 	u, ok := a.users[r.User]
 	if !ok || u.TokenHash != r.TokenHash || a.sessions.expired(s, nowMs) {
 		a.mu.Unlock()
-		return false, nil
+		return true, false, nil // the browser of a removed user, say
 	}
 	evicted := a.sessions.add(key, s, nowMs)
 	a.mu.Unlock()
 	a.forget(ctx, evicted)
-	return true, nil
+	return true, true, nil
 }
 
 // touch records a session's use in the store.

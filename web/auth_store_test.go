@@ -68,7 +68,10 @@ func TestSessionsInTheStore(t *testing.T) {
 	later.advance(90 * time.Minute)
 	require.Equal(t, 200, me(later, used), "used 40 minutes ago")
 	require.Equal(t, 401, me(later, unused), "unused for 90 minutes")
-	require.Equal(t, 401, me(newTestServer(t, withOperators(bob), withDB), used), "ann was removed")
+	withoutAnn := newTestServer(t, withOperators(bob), withDB)
+	for range 5 { // past the limit of 3: an ended session is no guess
+		require.Equal(t, 401, me(withoutAnn, used), "ann was removed")
+	}
 
 	// Cookies nobody holds cost a database read each, so they count
 	// against the address's login limit: three, then 429.
