@@ -255,21 +255,26 @@ func TestSQLUsers(t *testing.T) {
 	})
 }
 
+// twoHandles opens the database at u twice, as a server and as a records
+// command beside it, and returns a reader of its credentials version.
+func twoHandles(t *testing.T, u string) (s, other *SQL, version func() int64) {
+	s, _ = newTestSQL(t, SQLConfig{URL: u})
+	other, _ = newTestSQL(t, SQLConfig{URL: u, RecordsOnly: true})
+	return s, other, func() int64 {
+		t.Helper()
+		v, err := s.CredentialsVersion(context.Background())
+		require.NoError(t, err)
+		return v
+	}
+}
+
 // TestSQLCredentials: device credentials come and go, and every change to a
 // device or user credential, from any handle on the database, moves
 // CredentialsVersion; other writes do not.
 func TestSQLCredentials(t *testing.T) {
 	dialects(t, func(t *testing.T, url func(testing.TB) string) {
-		u := url(t)
-		s, _ := newTestSQL(t, SQLConfig{URL: u})
-		other, _ := newTestSQL(t, SQLConfig{URL: u, RecordsOnly: true})
+		s, other, version := twoHandles(t, url(t))
 		ctx := context.Background()
-		version := func() int64 {
-			t.Helper()
-			v, err := s.CredentialsVersion(ctx)
-			require.NoError(t, err)
-			return v
-		}
 		v0 := version()
 		require.NoError(t, s.SaveDevices(ctx, []DeviceRecord{{ID: "d1", LastSeenMs: 5}}))
 		require.Equal(t, v0, version(), "seeing a device is not a credential change")
@@ -312,16 +317,8 @@ func TestSQLCredentials(t *testing.T) {
 // ones is not.
 func TestSQLSessions(t *testing.T) {
 	dialects(t, func(t *testing.T, url func(testing.TB) string) {
-		u := url(t)
-		s, _ := newTestSQL(t, SQLConfig{URL: u})
-		other, _ := newTestSQL(t, SQLConfig{URL: u, RecordsOnly: true})
+		s, other, version := twoHandles(t, url(t))
 		ctx := context.Background()
-		version := func() int64 {
-			t.Helper()
-			v, err := s.CredentialsVersion(ctx)
-			require.NoError(t, err)
-			return v
-		}
 		v0 := version()
 		a := SessionRecord{Key: "k1", User: "ann", TokenHash: "h1", StartMs: 1000, SeenMs: 1000}
 		b := SessionRecord{Key: "k2", User: "bob", TokenHash: "h2", StartMs: 2000, SeenMs: 2500}
