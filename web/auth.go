@@ -160,7 +160,8 @@ type auth struct {
 	cookie string       // the session cookie's name
 	hashes atomic.Int64 // slow hashes run (tests check that unknown names cost one)
 
-	store SessionStore // nil: sessions live in memory only
+	store   SessionStore // nil: sessions live in memory only
+	proxies proxies      // trusted to name the client (set once by New)
 
 	mu       sync.Mutex // guards the fields below
 	sessions *sessions
@@ -388,7 +389,7 @@ func (a *auth) bySession(c *fiber.Ctx, cookie string) (principal, bool, error) {
 	held := a.sessions.has(key)
 	a.mu.Unlock()
 	if !held && a.store != nil {
-		ip := c.IP()
+		ip := a.proxies.clientIP(c)
 		ipKey := limitKey(ip)
 		now := a.cfg.Clock.Now()
 		if ok, wait, _ := a.limits.Take(ipKey, now); !ok {
@@ -446,7 +447,7 @@ func (a *auth) byToken(c *fiber.Ctx, token string) (principal, error) {
 	}
 	a.mu.Unlock()
 
-	ip := c.IP()
+	ip := a.proxies.clientIP(c)
 	ipKey := limitKey(ip)
 	now := a.cfg.Clock.Now()
 	if ok, wait, first := a.limits.Take(ipKey, now); !ok {

@@ -228,7 +228,7 @@ func (s *Server) handleAdminDeviceIssue(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("device token issued", "device", in.ID, "replaced", dev.Replaced, "user", actor(c), "remote", c.IP())
+	s.log.Info("device token issued", "device", in.ID, "replaced", dev.Replaced, "user", actor(c), "remote", s.proxies.clientIP(c))
 	brokers := make([]string, 0, len(dev.Brokers))
 	for _, b := range dev.Brokers {
 		brokers = append(brokers, withRequestHost(b, c.Hostname()))
@@ -269,7 +269,7 @@ func (s *Server) handleAdminDeviceRevoke(c *fiber.Ctx) error {
 	if err := s.cfg.Admin.RevokeDevice(c.UserContext(), id); err != nil {
 		return err
 	}
-	s.log.Info("device token revoked", "device", id, "user", actor(c), "remote", c.IP())
+	s.log.Info("device token revoked", "device", id, "user", actor(c), "remote", s.proxies.clientIP(c))
 	return c.SendStatus(fiber.StatusNoContent)
 }
 
@@ -341,7 +341,7 @@ func (s *Server) handleAdminUserIssue(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("user token issued", "name", in.Name, "role", role, "replaced", replaced, "user", actor(c), "remote", c.IP())
+	s.log.Info("user token issued", "name", in.Name, "role", role, "replaced", replaced, "user", actor(c), "remote", s.proxies.clientIP(c))
 	return c.Status(fiber.StatusCreated).JSON(issuedUserJSON{Name: in.Name, Role: role, Token: token, Replaced: replaced})
 }
 
@@ -368,7 +368,7 @@ func (s *Server) handleAdminUserRemove(c *fiber.Ctx) error {
 	if err := s.cfg.Admin.RemoveUser(ctx, name); err != nil {
 		return err
 	}
-	s.log.Info("user removed", "name", name, "user", actor(c), "remote", c.IP())
+	s.log.Info("user removed", "name", name, "user", actor(c), "remote", s.proxies.clientIP(c))
 	return c.SendStatus(fiber.StatusNoContent)
 }
 

@@ -124,7 +124,7 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	if in.Name == "" || in.Password == "" {
 		return fiber.NewError(fiber.StatusBadRequest, "name and password are required")
 	}
-	ip := c.IP()
+	ip := s.proxies.clientIP(c)
 	ipKey, userKey := limitKey(ip), "user:"+in.Name
 	if len(in.Name) > maxNameBytes {
 		userKey = "user:" + in.Name[:maxNameBytes] // no user has such a name; bound the key
@@ -204,7 +204,7 @@ func (s *Server) handleLogout(c *fiber.Ctx) error {
 	}
 	if sid := c.Cookies(s.auth.cookie); sid != "" {
 		if p, ok, _ := s.auth.bySession(c, sid); ok {
-			s.auth.log.Info("logout", "user", p.user, "remote", c.IP())
+			s.auth.log.Info("logout", "user", p.user, "remote", s.proxies.clientIP(c))
 			s.auth.endSession(p.sid)
 		}
 	}

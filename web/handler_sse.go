@@ -49,7 +49,7 @@ func (s *Server) handleSSE(c *fiber.Ctx) error {
 	h.Set(fiber.HeaderConnection, "keep-alive")
 	h.SetContentLength(-1) // chunked
 	head := append([]byte(nil), h.Header()...)
-	remote := c.IP()
+	remote := s.proxies.clientIP(c)
 	c.Context().HijackSetNoResponse(true)
 	c.Context().Hijack(func(conn net.Conn) {
 		// Run the stream on a goroutine of our own and return, so that

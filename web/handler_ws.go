@@ -111,7 +111,7 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 	if err := s.cfg.Hub.Admit(opts); err != nil {
 		return err
 	}
-	remote := c.IP()
+	remote := s.proxies.clientIP(c)
 	who := principalOf(c)
 	err = s.upgrader.up.Upgrade(c.Context(), func(conn *websocket.Conn) {
 		// As for SSE: serve on our own goroutine so that fasthttp can

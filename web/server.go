@@ -101,6 +101,10 @@ type Config struct {
 	// TLS, when set, makes the listener speak HTTPS (and adds HSTS and
 	// Secure cookies).
 	TLS *tls.Config `yaml:"-"`
+	// TrustedProxies are the addresses and CIDR prefixes of reverse
+	// proxies whose X-Forwarded-For names the client (for login limits and
+	// logs). Empty: the peer's address is the client's.
+	TrustedProxies []string `yaml:"trusted-proxies"`
 }
 
 // Server is the HTTP side of Telegauge: the API, the live transports and the
@@ -113,6 +117,7 @@ type Server struct {
 	metrics  *webMetrics
 	closing  atomic.Bool
 	upgrader wsUpgrader
+	proxies  proxies        // trusted to name the client (clientip.go)
 	streams  sync.WaitGroup // SSE and WebSocket connection goroutines
 	auth     *auth
 	csp      string // the Content-Security-Policy header (headers.go)
@@ -171,9 +176,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log.With("component", "web")}
 	s.metrics = newWebMetrics()
 	var err error
+	if s.proxies, err = parseProxies(cfg.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
 	if s.auth, err = newAuth(cfg.Auth, cfg.Access, cfg.TLS != nil, cfg.Hub, s.log); err != nil {
 		return nil, err
 	}
+	s.auth.proxies = s.proxies
 	s.metrics.collectors = append(s.metrics.collectors, s.auth.met.collectors()...)
 	s.csp = contentPolicy()
 	if cfg.Registerer != nil {
@@ -335,7 +344,7 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	case dashboard.ErrorCode(err) != dashboard.CodeInternal:
 		status, msg = statusOf[dashboard.ErrorCode(err)], err.Error()
 	default:
-		s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "remote", c.IP(), "err", err)
+		s.log.Error("request failed", "method", c.Method(), "path", c.Path(), "remote", s.proxies.clientIP(c), "err", err)
 	}
 	return c.Status(status).JSON(fiber.Map{"error": msg})
 }

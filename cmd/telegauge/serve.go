@@ -64,6 +64,7 @@ type ServeCmd struct {
 	ResumeWindow       time.Duration `default:"5m" help:"How far back a live client can resume from its cursor."`
 	ViewerQueueBytes   int           `default:"4194304" help:"Bytes queued per live viewer before a slow one is skipped ahead (gap event), then disconnected." placeholder:"BYTES"`
 	Origins            []string      `help:"Origins allowed to open WebSockets, such as https://ops.example.com (default: same origin only)."`
+	TrustedProxies     []string      `help:"Reverse proxies (addresses or CIDR prefixes, such as 127.0.0.1 or 10.0.0.0/8) trusted to name the client in X-Forwarded-For, for login limits and logs (default: none, the peer is the client)."`
 	Transports         []string      `enum:"ws,sse,longpoll" default:"ws,sse,longpoll" help:"Live transports to serve (longpoll also serves short polls); turn off one a proxy in front breaks."`
 	// HTTPS on the HTTP listener: --tls-cert, --tls-key (serve_web_auth.go).
 	WebTLSFlags `embed:""`
@@ -283,20 +284,21 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		sessions = n.sql
 	}
 	if n.web, err = web.New(web.Config{
-		Auth:       web.AuthConfig{Store: sessions},
-		Addr:       c.HTTPAddr,
-		Origins:    c.Origins,
-		Transports: c.Transports,
-		Hub:        n.hub,
-		Querier:    querier,
-		Devices:    n.agg,
-		Boards:     boards,
-		Gatherer:   n.reg,
-		Registerer: n.reg,
-		Access:     access,            // serve_web_auth.go
-		Admin:      n.adminStore(log), // serve_admin.go
-		TLS:        webTLS,
-		ReadyInfo:  n.readyInfo, // the cluster link (serve_cluster.go)
+		Auth:           web.AuthConfig{Store: sessions},
+		Addr:           c.HTTPAddr,
+		Origins:        c.Origins,
+		TrustedProxies: c.TrustedProxies,
+		Transports:     c.Transports,
+		Hub:            n.hub,
+		Querier:        querier,
+		Devices:        n.agg,
+		Boards:         boards,
+		Gatherer:       n.reg,
+		Registerer:     n.reg,
+		Access:         access,            // serve_web_auth.go
+		Admin:          n.adminStore(log), // serve_admin.go
+		TLS:            webTLS,
+		ReadyInfo:      n.readyInfo, // the cluster link (serve_cluster.go)
 
 		IdleTimeout: c.HTTPIdleTimeout, // ReadTimeout keeps web's default
 		Ready:       n.mqttReady,       // serve_upstream.go
