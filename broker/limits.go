@@ -17,6 +17,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/telegauge/telegauge/internal/connlimit"
 )
 
 // Connection limits. Each one refuses or cuts a connection, counts it in
@@ -98,7 +100,7 @@ type limits struct {
 	log    *slog.Logger
 	ingest *ingestHook // names anonymous devices by what they publish
 
-	conns    connLimiter
+	conns    *connlimit.Limiter
 	polite   chan struct{} // slots for refusals that answer CONNECT with a CONNACK
 	attached sync.Map      // net.Conn -> struct{}: connections mochi read a CONNECT from
 
@@ -116,15 +118,15 @@ const maxPoliteRefusals = 64
 const refuseReadTimeout = 3 * time.Second
 
 func newLimits(cfg Config, log *slog.Logger, ingest *ingestHook) *limits {
+	exempt := connlimit.Loopback
+	if cfg.LimitLoopback {
+		exempt = nil
+	}
 	l := &limits{
 		cfg:    cfg,
 		log:    log,
 		ingest: ingest,
-		conns: connLimiter{
-			max:      cfg.MaxConnsPerIP,
-			loopback: cfg.LimitLoopback,
-			perIP:    make(map[netip.Addr]int),
-		},
+		conns:  connlimit.New(cfg.MaxConnsPerIP, exempt),
 		polite: make(chan struct{}, maxPoliteRefusals),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "telegauge_mqtt_limit_refusals_total",
@@ -254,13 +256,13 @@ func (l *limits) wrap(ln listeners.Listener) listeners.Listener {
 func (ll limitedListener) Serve(establish listeners.EstablishFn) {
 	l := ll.l
 	ll.Listener.Serve(func(id string, c net.Conn) error {
-		key, ok := l.conns.acquire(c.RemoteAddr())
+		key, ok := l.conns.Acquire(c.RemoteAddr())
 		if !ok {
 			l.refusals.WithLabelValues(limitConnsPerIP).Inc()
 			l.refuse(c, key)
 			return errTooManyConns
 		}
-		defer l.conns.release(key)
+		defer l.conns.Release(key)
 		err := establish(id, c)
 		if _, attached := l.attached.LoadAndDelete(c); !attached && errors.Is(err, packets.ErrPacketTooLarge) {
 			// The CONNECT itself was too large: no session, no hook.
@@ -293,7 +295,7 @@ func (l *limits) refuse(c net.Conn, key netip.Addr) {
 	}
 	if l.logGate.allow(l.cfg.Now()) {
 		l.log.Warn("MQTT connection refused: too many from one address", "device", device,
-			"remote", c.RemoteAddr().String(), "address", key.String(), "limit", l.conns.max)
+			"remote", c.RemoteAddr().String(), "address", key.String(), "limit", l.conns.Max())
 	}
 }
 
@@ -337,76 +339,4 @@ func (l *limits) answerRefused(c net.Conn) string {
 		_, _ = c.Write(out.Bytes())
 	}
 	return connectDevice(pk)
-}
-
-// connLimiter counts connections per address. IPv6 addresses count by their
-// /64, the block one subscriber or host typically gets, so that an attacker
-// cannot step around the limit within it. Loopback peers (the simulators, a
-// gateway or a reverse proxy on the same host, which would otherwise cap
-// the whole fleet behind it) are not counted unless loopback is set.
-type connLimiter struct {
-	max      int // <0: no limit
-	loopback bool
-
-	mu    sync.Mutex // guards perIP
-	perIP map[netip.Addr]int
-}
-
-// acquire counts a connection from addr; it reports false, counting
-// nothing, when that address is at its limit. The key it returns is for
-// release (the zero Addr for a connection not counted).
-func (cl *connLimiter) acquire(addr net.Addr) (netip.Addr, bool) {
-	key, counted := cl.key(addr)
-	if !counted {
-		return netip.Addr{}, true
-	}
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.perIP[key] >= cl.max {
-		return key, false
-	}
-	cl.perIP[key]++
-	return key, true
-}
-
-// release uncounts a connection acquire counted.
-func (cl *connLimiter) release(key netip.Addr) {
-	if !key.IsValid() {
-		return
-	}
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if cl.perIP[key] <= 1 {
-		delete(cl.perIP, key)
-		return
-	}
-	cl.perIP[key]--
-}
-
-// key returns the address a connection counts against, and whether it
-// counts at all.
-func (cl *connLimiter) key(addr net.Addr) (netip.Addr, bool) {
-	if cl.max < 0 || addr == nil {
-		return netip.Addr{}, false
-	}
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
-		return netip.Addr{}, false // not an IP connection (a pipe, a test)
-	}
-	ip := ap.Addr().Unmap()
-	if ip.IsLoopback() && !cl.loopback {
-		return netip.Addr{}, false
-	}
-	if ip.Is6() {
-		p, _ := ip.Prefix(64)
-		ip = p.Addr()
-	}
-	return ip, true
-}
-
-// count returns the connections counted against an address's key.
-func (cl *connLimiter) count(addr netip.Addr) int {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	return cl.perIP[addr]
 }

@@ -342,7 +342,7 @@ func TestLimitConnsPerIP(t *testing.T) {
 	}
 	in[0].Disconnect(10)
 	eventually(t, 10*time.Second, func() error {
-		if n := b.limits.conns.count(netip.MustParseAddr("127.0.0.1")); n != limit-1 {
+		if n := b.limits.conns.Count(netip.MustParseAddr("127.0.0.1")); n != limit-1 {
 			return fmt.Errorf("%d connections counted", n)
 		}
 		return nil
@@ -360,47 +360,6 @@ func TestLimitConnsPerIPLoopbackExempt(t *testing.T) {
 		goodTraffic(t, connect(t, b, fmt.Sprintf("c%d", i)), sink, fmt.Sprintf("telemetry/c%d/x", i), "1")
 	}
 	require.Zero(t, refusals(b, limitConnsPerIP))
-}
-
-func TestConnLimiterKeys(t *testing.T) {
-	tcp := func(s string) net.Addr { return net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
-	for _, tc := range []struct {
-		name     string
-		max      int
-		loopback bool
-		addr     net.Addr
-		wantKey  string
-		counted  bool
-		otherKey net.Addr // counts against the same key
-	}{
-		{"IPv4", 1, false, tcp("192.0.2.7:1000"), "192.0.2.7", true, tcp("192.0.2.7:2000")},
-		{"IPv4-mapped IPv6 is IPv4", 1, false, tcp("[::ffff:192.0.2.7]:1000"), "192.0.2.7", true, tcp("192.0.2.7:2000")},
-		{"IPv6 by /64", 1, false, tcp("[2001:db8:1:2:aaaa::1]:1000"), "2001:db8:1:2::", true, tcp("[2001:db8:1:2:bbbb::9]:1000")},
-		{"loopback exempt", 1, false, tcp("127.0.0.1:1000"), "invalid IP", false, nil},
-		{"IPv6 loopback exempt", 1, false, tcp("[::1]:1000"), "invalid IP", false, nil},
-		{"loopback counted on request", 1, true, tcp("127.0.0.1:1000"), "127.0.0.1", true, tcp("127.0.0.1:1001")},
-		{"no limit", -1, false, tcp("192.0.2.7:1000"), "invalid IP", false, nil},
-		{"not an IP connection", 1, false, &net.UnixAddr{Name: "x", Net: "unix"}, "invalid IP", false, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			lim := &connLimiter{max: tc.max, loopback: tc.loopback, perIP: map[netip.Addr]int{}}
-			key, ok := lim.acquire(tc.addr)
-			require.True(t, ok)
-			require.Equal(t, tc.wantKey, key.String())
-			if !tc.counted {
-				require.Empty(t, lim.perIP)
-				_, ok := lim.acquire(tc.addr)
-				require.True(t, ok, "never refused")
-				return
-			}
-			_, ok = lim.acquire(tc.otherKey)
-			require.False(t, ok, "the second connection of the key is over the limit of 1")
-			lim.release(key)
-			require.Empty(t, lim.perIP, "released entries are deleted")
-			_, ok = lim.acquire(tc.otherKey)
-			require.True(t, ok)
-		})
-	}
 }
 
 // TestLimitKeepAlive: a client asking for no keep-alive, or for one over

@@ -2,7 +2,11 @@ package web
 
 import (
 	"net"
+	"net/netip"
+	"sync"
 	"time"
+
+	"github.com/telegauge/telegauge/internal/connlimit"
 )
 
 // timeoutListener sets each accepted connection's TCP user timeout: how
@@ -23,20 +27,55 @@ type timeoutListener struct {
 	net.Listener
 	userTimeout time.Duration
 	firstByte   time.Duration
+	// conns, when set, bounds the connections per client address; a
+	// connection over it is closed at once and reported to refused.
+	conns   *connlimit.Limiter
+	refused func(key netip.Addr)
 }
 
 func (l timeoutListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.firstByte > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(l.firstByte))
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			// Best effort: where the option does not exist, heartbeat write
+			// errors and write deadlines still end dead streams, later.
+			_ = setUserTimeout(tc, l.userTimeout)
+		}
+		if l.conns == nil {
+			return c, nil
+		}
+		key, ok := l.conns.Acquire(c.RemoteAddr())
+		if !ok {
+			// Closed before a byte is read: nothing to answer in (the
+			// listener may be TLS), and nothing spent on it.
+			_ = c.Close()
+			l.refused(key)
+			continue
+		}
+		if !key.IsValid() {
+			return c, nil // not counted (loopback, a trusted proxy)
+		}
+		return &countedConn{Conn: c, release: func() { l.conns.Release(key) }}, nil
 	}
-	if l.firstByte > 0 {
-		_ = c.SetReadDeadline(time.Now().Add(l.firstByte))
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		// Best effort: where the option does not exist, heartbeat write
-		// errors and write deadlines still end dead streams, later.
-		_ = setUserTimeout(tc, l.userTimeout)
-	}
-	return c, nil
+}
+
+// countedConn gives its count back to the limiter when it closes. A
+// hijacked connection (SSE, WebSocket) is closed by its handler, anything
+// else by fasthttp.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

@@ -7,10 +7,12 @@ import (
 )
 
 type webMetrics struct {
-	streams    *prometheus.GaugeVec
-	frames     *prometheus.CounterVec
-	exports    prometheus.Gauge
-	collectors []prometheus.Collector
+	streams *prometheus.GaugeVec
+	frames  *prometheus.CounterVec
+	exports prometheus.Gauge
+	// connsRefused counts connections over the per-address limit.
+	connsRefused prometheus.Counter
+	collectors   []prometheus.Collector
 }
 
 func newWebMetrics() *webMetrics {
@@ -27,8 +29,12 @@ func newWebMetrics() *webMetrics {
 			Name: "telegauge_http_exports_streaming",
 			Help: "Exports (/api/v1/export) being written to clients.",
 		}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "telegauge_http_connections_refused_total",
+			Help: "HTTP connections closed at once for being over --http-max-conns-per-ip from one address.",
+		}),
 	}
-	m.collectors = []prometheus.Collector{m.streams, m.frames, m.exports}
+	m.collectors = []prometheus.Collector{m.streams, m.frames, m.exports, m.connsRefused}
 	return m
 }
 

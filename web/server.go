@@ -1,12 +1,14 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,8 @@ import (
 
 	"github.com/telegauge/telegauge/dashboard"
 	"github.com/telegauge/telegauge/ingest"
+	"github.com/telegauge/telegauge/internal/connlimit"
+	"github.com/telegauge/telegauge/internal/ratelimit"
 )
 
 // DeviceLister lists devices for the API; the aggregator is one.
@@ -101,6 +105,10 @@ type Config struct {
 	// TLS, when set, makes the listener speak HTTPS (and adds HSTS and
 	// Secure cookies).
 	TLS *tls.Config `yaml:"-"`
+	// MaxConnsPerIP bounds the open connections from one client address
+	// (IPv6: per /64); loopback and trusted proxies are not counted. Zero
+	// means 256; negative, no limit.
+	MaxConnsPerIP int `yaml:"max-conns-per-ip"`
 	// TrustedProxies are the addresses and CIDR prefixes of reverse
 	// proxies whose X-Forwarded-For names the client (for login limits and
 	// logs). Empty: the peer's address is the client's.
@@ -128,6 +136,11 @@ type Server struct {
 	// takes auth.mu (SetAccess), never the other way round.
 	adminMu sync.Mutex
 }
+
+// defaultMaxConnsPerIP is Config.MaxConnsPerIP's default: a browser holds
+// at most six connections to a host, so this is some forty browsers
+// behind one address (an office's NAT).
+const defaultMaxConnsPerIP = 256
 
 // New builds the app and binds its listener; Run serves it.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
@@ -215,7 +228,20 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("web: listen on %s: %w", cfg.Addr, err)
 	}
-	s.ln = timeoutListener{Listener: ln, userTimeout: 2 * cfg.Hub.Heartbeat(), firstByte: cfg.ReadTimeout}
+	tl := timeoutListener{Listener: ln, userTimeout: 2 * cfg.Hub.Heartbeat(), firstByte: cfg.ReadTimeout}
+	if cfg.MaxConnsPerIP >= 0 {
+		tl.conns = connlimit.New(cmp.Or(cfg.MaxConnsPerIP, defaultMaxConnsPerIP), func(a netip.Addr) bool {
+			return a.IsLoopback() || s.proxies.trusted(a)
+		})
+		logs := ratelimit.New(1, time.Minute, 10_000) // a line per address a minute
+		tl.refused = func(key netip.Addr) {
+			s.metrics.connsRefused.Inc()
+			if ok, _, _ := logs.Take(key.String(), time.Now()); ok {
+				s.log.Warn("HTTP connection refused: too many from one address", "address", key.String(), "limit", tl.conns.Max())
+			}
+		}
+	}
+	s.ln = tl
 	if cfg.TLS != nil {
 		s.ln = tls.NewListener(s.ln, cfg.TLS)
 	}

@@ -57,6 +57,7 @@ type ServeCmd struct {
 	// Slow and silent clients (broker/listener_timeout.go, web/listener.go).
 	MQTTConnectTimeout time.Duration `name:"mqtt-connect-timeout" default:"10s" help:"Time a new MQTT connection has to send CONNECT, TLS handshake included; then it is closed."`
 	HTTPIdleTimeout    time.Duration `name:"http-idle-timeout" default:"2m" help:"Time an idle keep-alive HTTP connection is kept; above a load balancer's own idle timeout when behind one."`
+	HTTPMaxConnsPerIP  int           `name:"http-max-conns-per-ip" default:"256" help:"HTTP connections per client address (IPv6: per /64); loopback and --trusted-proxies are not counted (negative: no limit)."`
 	FlushInterval      time.Duration `default:"1s" help:"How often rollups are flushed to history."`
 	Retention1s        time.Duration `name:"retention-1s" env:"TELEGAUGE_RETENTION_1S" default:"24h" help:"How long 1-second rollups are kept."`
 	Retention1m        time.Duration `name:"retention-1m" env:"TELEGAUGE_RETENTION_1M" default:"720h" help:"How long 1-minute rollups are kept."`
@@ -300,8 +301,9 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		TLS:            webTLS,
 		ReadyInfo:      n.readyInfo, // the cluster link (serve_cluster.go)
 
-		IdleTimeout: c.HTTPIdleTimeout, // ReadTimeout keeps web's default
-		Ready:       n.mqttReady,       // serve_upstream.go
+		IdleTimeout:   c.HTTPIdleTimeout, // ReadTimeout keeps web's default
+		MaxConnsPerIP: c.HTTPMaxConnsPerIP,
+		Ready:         n.mqttReady, // serve_upstream.go
 	}, log); err != nil {
 		n.closeMQTT()
 		return nil, err
