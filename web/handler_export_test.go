@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,10 +114,13 @@ func TestExportErrors(t *testing.T) {
 func TestExportSlowReaderIsCut(t *testing.T) {
 	const writeTimeout = 300 * time.Millisecond
 	ts := newTestServer(t, withWeb(func(c *Config) { c.WriteTimeout = writeTimeout }))
-	// 72,000 rows, some 8 MB of JSON: more than loopback's socket buffers
-	// hold, so the server must wait for the reader.
-	const devices, points = 20, 3600
-	base := t0.UnixMilli() - t0.UnixMilli()%1000 - points*1000
+	// Twice what the server's socket may buffer (the most TCP's send
+	// buffer grows to here; 4 MiB by default), so the server must wait for
+	// the reader: 84,000 rows, some 9 MB of JSON, by default.
+	const devices = 20
+	sendMax := sendBufferMax(t)
+	points := max(3600, int(2*sendMax/100/devices))
+	base := t0.UnixMilli() - t0.UnixMilli()%1000 - int64(points)*1000
 	var pts []point
 	q := url.Values{"step": {"1s"}, "format": {"json"}, "from": {strconv.FormatInt(base, 10)}, "to": {strconv.FormatInt(t0.UnixMilli(), 10)}}
 	for d := range devices {
@@ -159,7 +163,7 @@ func TestExportSlowReaderIsCut(t *testing.T) {
 	var rows []json.RawMessage
 	require.NoError(t, json.Unmarshal(body, &rows))
 	require.Len(t, rows, devices*points)
-	require.Greater(t, len(body), 4<<20)
+	require.Greater(t, int64(len(body)), sendMax+64<<10)
 
 	// The slow one is given up on, and what it then reads is cut short.
 	eventually(t, waitTimeout, func() error {
@@ -174,4 +178,20 @@ func TestExportSlowReaderIsCut(t *testing.T) {
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server did not close the connection")
 	require.Error(t, err, "a cut chunked body ends without its last chunk")
 	require.Less(t, len(got), len(body))
+}
+
+// sendBufferMax is the most a TCP socket's send buffer grows to on this
+// machine (the third field of net.ipv4.tcp_wmem), or 4 MiB if unknown.
+func sendBufferMax(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	if err != nil {
+		return 4 << 20
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 3 {
+		return 4 << 20
+	}
+	n, err := strconv.ParseInt(f[2], 10, 64)
+	require.NoError(t, err, "tcp_wmem %q", b)
+	return n
 }
