@@ -3,6 +3,8 @@ package web
 import (
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/gofiber/fiber/v2"
@@ -78,4 +80,32 @@ func TestLoginLimitBehindProxy(t *testing.T) {
 
 	direct := newTestServer(t, withOperators(ann), withWeb(limits))
 	require.Equal(t, []int{401, 401, 429}, []int{badLogin(direct, "198.51.100.1"), badLogin(direct, "198.51.100.2"), badLogin(direct, "198.51.100.3")})
+}
+
+// FuzzClientIP: any X-Forwarded-For from a trusted proxy gives a valid
+// address: the proxy's own, or one the header holds that no trusted proxy
+// has.
+func FuzzClientIP(f *testing.F) {
+	for _, s := range []string{"", "198.51.100.1", "6.6.6.6, 198.51.100.1, 10.1.2.3", "[2001:db8::1]:4711", "unknown",
+		",,,", "198.51.100.1:80, ::ffff:10.0.0.1", "1.2.3.4%eth0", strings.Repeat("10.0.0.1,", 100)} {
+		f.Add(s)
+	}
+	ps, err := parseProxies([]string{"127.0.0.1", "10.0.0.0/8"})
+	require.NoError(f, err)
+	app := fiber.New()
+	f.Fuzz(func(t *testing.T, xff string) {
+		var req fasthttp.Request
+		req.Header.Add("X-Forwarded-For", xff)
+		var fctx fasthttp.RequestCtx
+		fctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, nil)
+		c := app.AcquireCtx(&fctx)
+		defer app.ReleaseCtx(c)
+		got := ps.clientIP(c)
+		a, err := netip.ParseAddr(got)
+		require.NoError(t, err, "%q gave %q", xff, got)
+		if got != "127.0.0.1" && !strings.Contains(xff, strings.TrimPrefix(got, "::ffff:")) {
+			// A mapped or bracketed form is written differently.
+			require.True(t, a.Is6() || strings.Contains(xff, ":"), "%q gave %q, not in the header", xff, got)
+		}
+	})
 }
