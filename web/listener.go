@@ -54,8 +54,8 @@ func (l timeoutListener) Accept() (net.Conn, error) {
 		if !ok {
 			// Closed before a byte is read: nothing to answer in (the
 			// listener may be TLS), and nothing spent on it.
-			_ = c.Close()
 			l.refused(key)
+			_ = c.Close()
 			continue
 		}
 		if !key.IsValid() {
