@@ -228,14 +228,12 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if dev == "" {
 		return false
 	}
-	var ok bool
+	base := "commands/"
 	if write {
-		own := h.prefix + dev
-		ok = topic == own || (strings.HasPrefix(topic, own) && topic[len(own)] == '/')
-	} else {
-		own := "commands/" + dev
-		ok = topic == own || (strings.HasPrefix(topic, own) && topic[len(own)] == '/')
+		base = h.prefix
 	}
+	own := base + dev
+	ok := topic == own || (strings.HasPrefix(topic, own) && topic[len(own)] == '/')
 	if !ok {
 		action := "subscribe"
 		if write {

@@ -214,9 +214,13 @@ func (h *ingestHook) sessionEnded(device string, now time.Time) {
 
 // waitIdle waits up to timeout for OnPublish calls in progress to finish,
 // so that a publish the broker accepted reaches the sink before ingest stops.
-func (h *ingestHook) waitIdle(timeout time.Duration) {
+func (h *ingestHook) waitIdle(timeout time.Duration) { waitZero(&h.inflight, timeout) }
+
+// waitZero waits up to timeout for a count of calls in progress to reach
+// zero.
+func waitZero(n *atomic.Int64, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
-	for h.inflight.Load() > 0 && time.Now().Before(deadline) {
+	for n.Load() > 0 && time.Now().Before(deadline) {
 		runtime.Gosched()
 		time.Sleep(time.Millisecond)
 	}

@@ -12,52 +12,24 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/telegauge/telegauge/internal/testutil"
 )
-
-// logBuffer collects log lines; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines containing every one of the substrings.
-func (b *logBuffer) lines(subs ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-next:
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		for _, s := range subs {
-			if !strings.Contains(l, s) {
-				continue next
-			}
-		}
-		out = append(out, l)
-	}
-	return out
-}
 
 // newLimitBroker runs a broker with cfg (Addr and Sink filled in) on a free
 // loopback port, logging into the returned buffer.
-func newLimitBroker(t testing.TB, cfg Config) (*Broker, *recordingSink, *logBuffer) {
+func newLimitBroker(t testing.TB, cfg Config) (*Broker, *recordingSink, *testutil.LogBuffer) {
 	t.Helper()
 	sink := &recordingSink{}
-	logs := new(logBuffer)
+	logs := new(testutil.LogBuffer)
 	cfg.Addr, cfg.Sink = "127.0.0.1:0", sink
 	b, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	require.NoError(t, err)
@@ -69,7 +41,7 @@ func newLimitBroker(t testing.TB, cfg Config) (*Broker, *recordingSink, *logBuff
 
 // refusals reads telegauge_mqtt_limit_refusals_total{limit}.
 func refusals(b *Broker, limit string) float64 {
-	return testutil.ToFloat64(b.limits.refusals.WithLabelValues(limit))
+	return promtest.ToFloat64(b.limits.refusals.WithLabelValues(limit))
 }
 
 // waitRefusals waits for the refusal counter of a limit to reach want.
@@ -84,10 +56,10 @@ func waitRefusals(t testing.TB, b *Broker, limit string, want float64) {
 }
 
 // waitLog waits for exactly n log lines containing all of subs.
-func waitLog(t testing.TB, logs *logBuffer, n int, subs ...string) {
+func waitLog(t testing.TB, logs *testutil.LogBuffer, n int, subs ...string) {
 	t.Helper()
 	eventually(t, 5*time.Second, func() error {
-		if got := logs.lines(subs...); len(got) != n {
+		if got := logs.Lines(subs...); len(got) != n {
 			return fmt.Errorf("%d lines with %q, want %d", len(got), subs, n)
 		}
 		return nil
@@ -154,18 +126,20 @@ func (c *rawClient) send(pk packets.Packet) {
 	c.t.Helper()
 	pk.ProtocolVersion = c.ver
 	var buf bytes.Buffer
-	var err error
+	require.NoError(c.t, encodePacket(&buf, pk))
+	_, err := c.conn.Write(buf.Bytes())
+	require.NoError(c.t, err)
+}
+
+// encodePacket appends pk, a CONNECT or a PUBLISH, to buf.
+func encodePacket(buf *bytes.Buffer, pk packets.Packet) error {
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
+		return pk.ConnectEncode(buf)
 	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	default:
-		err = fmt.Errorf("cannot send packet type %d", pk.FixedHeader.Type)
+		return pk.PublishEncode(buf)
 	}
-	require.NoError(c.t, err)
-	_, err = c.conn.Write(buf.Bytes())
-	require.NoError(c.t, err)
+	return fmt.Errorf("cannot send packet type %d", pk.FixedHeader.Type)
 }
 
 // connect sends CONNECT and returns the CONNACK.
@@ -419,7 +393,7 @@ func TestLimitKeepAlive(t *testing.T) {
 			goodTraffic(t, good, sink, "telemetry/good/x", "after "+id)
 		})
 	}
-	require.Equal(t, 3.0, testutil.ToFloat64(b.limits.keepAlives), "the good client's own keep-alive was kept")
+	require.Equal(t, 3.0, promtest.ToFloat64(b.limits.keepAlives), "the good client's own keep-alive was kept")
 	require.True(t, good.IsConnectionOpen())
 }
 
@@ -458,8 +432,8 @@ func TestLimitLogIsRateLimited(t *testing.T) {
 		raw := dialRaw(t, b.Addr(), 4)
 		raw.connect(fmt.Sprintf("flood%d", i), 0) // each one is capped
 	}
-	require.Equal(t, float64(3*logBurst), testutil.ToFloat64(b.limits.keepAlives))
-	require.Len(t, logs.lines("keep-alive capped"), logBurst)
+	require.Equal(t, float64(3*logBurst), promtest.ToFloat64(b.limits.keepAlives))
+	require.Len(t, logs.Lines("keep-alive capped"), logBurst)
 }
 
 // wsTimeout is a timeout error that does not wrap os.ErrDeadlineExceeded,

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"net"
 	"strings"
 	"time"
@@ -49,10 +48,9 @@ func (l connectTimeoutListener) Serve(establish listeners.EstablishFn) {
 		// mochi (v2.7.9 attachClient) reports a failure to read the first
 		// packet as "read connection: ..."; later read errors (a keep-alive
 		// expiring) are the limits hook's to count. The WebSocket
-		// listener's timeouts are net.Errors that do not wrap
-		// os.ErrDeadlineExceeded.
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && strings.HasPrefix(err.Error(), "read connection: ") {
+		// listener's timeouts do not wrap os.ErrDeadlineExceeded (see
+		// isTimeout).
+		if isTimeout(err) && strings.HasPrefix(err.Error(), "read connection: ") {
 			lm := l.limits
 			lm.refusals.WithLabelValues(limitConnectTimeout).Inc()
 			if lm.logGate.allow(lm.cfg.Now()) {

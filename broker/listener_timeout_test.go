@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,13 +11,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fasthttp/websocket"
-	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/telegauge/telegauge/internal/testutil"
@@ -40,7 +37,7 @@ func TestConnectTimeout(t *testing.T) {
 	clientTLS := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 	wsAddr := freeAddr(t)
 	sink := &recordingSink{}
-	logs := new(syncBuffer)
+	logs := new(testutil.LogBuffer)
 	b := newTimeoutBroker(t, logs, Config{
 		Sink:           sink,
 		ConnectTimeout: timeout,
@@ -84,7 +81,7 @@ func TestConnectTimeout(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, time.Since(start), timeout)
 	testutil.Eventually(t, 5*time.Second, func() error {
-		if got := promtest.ToFloat64(b.limits.refusals.WithLabelValues(limitConnectTimeout)); got != float64(len(bad)) {
+		if got := refusals(b, limitConnectTimeout); got != float64(len(bad)) {
 			return fmt.Errorf("%v connect timeouts counted, want %d", got, len(bad))
 		}
 		if got := strings.Count(logs.String(), "sent no CONNECT in time"); got != len(bad) {
@@ -99,7 +96,7 @@ func TestConnectTimeout(t *testing.T) {
 		publish(t, c, topic, 1, `{"t":1}`)
 		require.Contains(t, sink.got(), topic+` {"t":1}`)
 	}
-	require.Zero(t, promtest.ToFloat64(b.limits.refusals.WithLabelValues(limitKeepAlive)))
+	require.Zero(t, refusals(b, limitKeepAlive))
 }
 
 // TestConnectTimeoutDefault checks the documented default.
@@ -120,24 +117,6 @@ func newTimeoutBroker(t *testing.T, w io.Writer, cfg Config) *Broker {
 	go func() { done <- b.Run(ctx) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 	return b
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // connectGood connects a paho client with a 60 s keep-alive (no pings

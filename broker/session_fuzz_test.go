@@ -91,13 +91,8 @@ func (s *checkingSink) Offer(topic string, _ []byte, _ time.Time) bool {
 }
 
 func connectPacket4(clientID, user string, keepalive uint16) packets.Packet {
-	pk := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4,
-		Connect: packets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: keepalive, ClientIdentifier: clientID,
-		},
-	}
+	pk := connectPacket(clientID, keepalive)
+	pk.ProtocolVersion = 4
 	if user != "" {
 		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(user)
 		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte("not-a-token")
@@ -122,14 +117,7 @@ func publishPacket(topic string, qos byte, payload string) packets.Packet {
 func fuzzPackets(pks ...packets.Packet) []byte {
 	var buf bytes.Buffer
 	for _, pk := range pks {
-		var err error
-		switch pk.FixedHeader.Type {
-		case packets.Connect:
-			err = pk.ConnectEncode(&buf)
-		case packets.Publish:
-			err = pk.PublishEncode(&buf)
-		}
-		if err != nil {
+		if err := encodePacket(&buf, pk); err != nil {
 			panic("encode seed packet: " + err.Error())
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -477,11 +476,7 @@ func (u *Upstream) Close() error {
 		// The handler acknowledges before it returns, and paho writes
 		// acknowledgements before a later DISCONNECT, so what was taken is
 		// acknowledged and not sent again.
-		deadline := time.Now().Add(5 * time.Second)
-		for u.inflight.Load() > 0 && time.Now().Before(deadline) {
-			runtime.Gosched()
-			time.Sleep(time.Millisecond)
-		}
+		waitZero(&u.inflight, 5*time.Second)
 		u.client.Disconnect(1000)
 		u.state.Store(upDisconnected)
 		u.setErr("stopped")

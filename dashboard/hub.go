@@ -481,6 +481,12 @@ func (h *Hub) Admit(opts SubscribeOptions) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.admitLocked()
+}
+
+// admitLocked is the error a new viewer meets now, if any. The caller must
+// hold h.mu.
+func (h *Hub) admitLocked() error {
 	if h.closed {
 		return ErrClosed
 	}
@@ -507,11 +513,8 @@ func (h *Hub) Subscribe(ps Patterns, opts SubscribeOptions) (*Viewer, string, er
 	nowMs := h.cfg.Clock.Now().UnixMilli()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, "", ErrClosed
-	}
-	if len(h.viewers) >= h.cfg.MaxViewers {
-		return nil, "", Errorf(CodeTooMany, "too many live viewers (limit %d)", h.cfg.MaxViewers)
+	if err := h.admitLocked(); err != nil {
+		return nil, "", err
 	}
 	h.nextID++
 	v := &Viewer{

@@ -265,13 +265,13 @@ type LiveGap struct {
 	FromMs, ToMs int64
 }
 
-// Run flushes pending buckets every FlushInterval until ctx ends, then
-// refuses further publishes and makes a final flush. Stop the broker before
-// cancelling ctx so nothing is refused in between.
 // flushTimeout bounds one periodic flush, so that a store that stopped
 // answering cannot hold up shutdown for long.
 const flushTimeout = 30 * time.Second
 
+// Run flushes pending buckets every FlushInterval until ctx ends, then
+// refuses further publishes and makes a final flush. Stop the broker before
+// cancelling ctx so nothing is refused in between.
 func (a *Aggregator) Run(ctx context.Context) error {
 	tick := a.cfg.Clock.NewTicker(a.cfg.FlushInterval)
 	defer tick.Stop()

@@ -1,7 +1,5 @@
 package ingest
 
-import "slices"
-
 // RemoteStats counts what ApplyRemote did.
 type RemoteStats struct {
 	// Applied is the readings folded into the aggregator.
@@ -73,11 +71,7 @@ func (s *shard) applyRemote(rs []Reading, atMs int64, persist bool) (applied, dr
 		ser.dev.seen(atMs)
 		ser.dev.count(nowSec)
 		if persist {
-			ser.add(r, s.a.cfg.RawPoints)
-			if !ser.dirty {
-				ser.dirty = true
-				s.dirty = append(s.dirty, ser)
-			}
+			s.addLocked(ser, r)
 		} else {
 			ser.addRaw(r, s.a.cfg.RawPoints)
 		}
@@ -97,24 +91,5 @@ func (s *shard) newRemoteSeriesLocked(id string) *series {
 	if dev == nil || !reserve(&s.a.metrics.series, s.a.cfg.MaxSeries) {
 		return nil
 	}
-	ser := &series{id: id, dev: dev}
-	s.series[id] = ser
-	metric := id[len(dev.id)+1:]
-	i, _ := slices.BinarySearch(dev.metrics, metric)
-	dev.metrics = slices.Insert(dev.metrics, i, metric)
-	return ser
-}
-
-// addRaw keeps a reading among the series' recent raw readings only.
-func (ser *series) addRaw(r Reading, rawCap int) {
-	if rawCap <= 0 {
-		return
-	}
-	rp := rawPoint{tMs: r.TimeMs, v: r.Value}
-	if len(ser.raw) < rawCap {
-		ser.raw = append(ser.raw, rp)
-	} else {
-		ser.raw[ser.rawNext] = rp
-		ser.rawNext = (ser.rawNext + 1) % rawCap
-	}
+	return s.insertSeriesLocked(id, dev)
 }

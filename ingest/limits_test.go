@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -16,43 +15,15 @@ import (
 
 	"github.com/telegauge/telegauge/ingest/rollup"
 	"github.com/telegauge/telegauge/ingest/store"
+	"github.com/telegauge/telegauge/internal/testutil"
 )
-
-// logBuffer collects log lines; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines containing every one of the substrings.
-func (b *logBuffer) lines(subs ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-next:
-	for _, l := range strings.Split(b.buf.String(), "\n") {
-		for _, s := range subs {
-			if !strings.Contains(l, s) {
-				continue next
-			}
-		}
-		out = append(out, l)
-	}
-	return out
-}
 
 // limitAggregator is an aggregator (not running: nothing here needs a
 // flush) whose log and metrics a test reads, whose live readings it takes
 // itself, and whose throttling waits it records instead of waiting.
 type limitAggregator struct {
 	*Aggregator
-	log *logBuffer
+	log *testutil.LogBuffer
 	reg *prometheus.Registry
 
 	mu    sync.Mutex
@@ -65,7 +36,7 @@ func newLimitAggregator(t *testing.T, cfg Config) *limitAggregator {
 	mem, err := store.NewMemory(store.MemoryConfig{Clock: clock}, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, mem.Close()) })
-	la := &limitAggregator{log: new(logBuffer), reg: prometheus.NewRegistry()}
+	la := &limitAggregator{log: new(testutil.LogBuffer), reg: prometheus.NewRegistry()}
 	cfg.Store, cfg.Clock, cfg.Registerer, cfg.Shards = mem, clock, la.reg, 1
 	cfg.Sleep = func(d time.Duration) {
 		la.mu.Lock()
@@ -215,13 +186,13 @@ func TestThrottlePerDevice(t *testing.T) {
 
 	// One warning a minute per device, with the publishes held since the
 	// previous one and for how long.
-	warn := la.log.lines("level=WARN", "device=hog", "over its reading rate")
+	warn := la.log.Lines("level=WARN", "device=hog", "over its reading rate")
 	require.Len(t, warn, 2, "%q", warn)
 	require.Contains(t, warn[0], "limit_per_second=10")
 	require.Contains(t, warn[0], "burst=5")
 	require.Contains(t, warn[0], "throttled=1 held=200ms")
 	require.Contains(t, warn[1], "throttled=8 held=3.55s")
-	require.Empty(t, la.log.lines("device=calm"))
+	require.Empty(t, la.log.Lines("device=calm"))
 }
 
 // TestThrottleWaitIsCapped: one publish is held at most a second, however
@@ -281,11 +252,11 @@ func TestSeriesLimitIsLogged(t *testing.T) {
 	require.Equal(t, uint64(2), la.rejected(t, "wide", "too_many_series"))
 	require.Zero(t, la.rejected(t, "narrow", "too_many_series"))
 	require.Equal(t, 2.0, la.metric(t, "too_many_series"))
-	warn := la.log.lines("level=WARN", "device=wide", "reason=too_many_series")
+	warn := la.log.Lines("level=WARN", "device=wide", "reason=too_many_series")
 	require.Len(t, warn, 1)
 	require.Contains(t, warn[0], "limit=2")
 	require.Contains(t, warn[0], "rejected=2")
-	require.Empty(t, la.log.lines("device=narrow"))
+	require.Empty(t, la.log.Lines("device=narrow"))
 
 	// Known series keep flowing.
 	la.offerAt(t, 1000, "telemetry/wide", `{"a":5,"b":6,"z":7}`)
@@ -299,10 +270,10 @@ func TestLimitLogBudget(t *testing.T) {
 	for i := range 50 {
 		la.offerAt(t, 0, "telemetry/dev"+string(rune('A'+i%26))+string(rune('a'+i/26)), `{"a":1,"b":2}`)
 	}
-	require.Len(t, la.log.lines("reason=too_many_series"), logBurst)
+	require.Len(t, la.log.Lines("reason=too_many_series"), logBurst)
 	require.Equal(t, 50.0, la.metric(t, "too_many_series"), "every rejection is counted")
 	la.offerAt(t, logEveryMs, "telemetry/late", `{"a":1,"b":2}`)
-	last := la.log.lines("device=late")
+	last := la.log.Lines("device=late")
 	require.Len(t, last, 1)
 	require.Contains(t, last[0], "suppressed=40")
 }

@@ -27,16 +27,17 @@ func newMetrics(a *Aggregator) *metrics {
 			Help: "Flushes to the history store that failed and will be retried.",
 		}),
 	}
-	sum := func(f func(s *shard) uint64) func() float64 {
-		return func() float64 {
-			var n uint64
-			for _, s := range a.shards {
-				s.mu.Lock()
-				n += f(s)
-				s.mu.Unlock()
-			}
-			return float64(n)
+	total := func(f func(s *shard) uint64) uint64 {
+		var n uint64
+		for _, s := range a.shards {
+			s.mu.Lock()
+			n += f(s)
+			s.mu.Unlock()
 		}
+		return n
+	}
+	sum := func(f func(s *shard) uint64) func() float64 {
+		return func() float64 { return float64(total(f)) }
 	}
 	m.collectors = []prometheus.Collector{
 		m.flushErrors,
@@ -50,13 +51,7 @@ func newMetrics(a *Aggregator) *metrics {
 			Name: "telegauge_device_throttled_seconds_total",
 			Help: "Time publishing connections were held, their next packets unread, because their device was over its reading rate (nothing is dropped).",
 		}, func() float64 {
-			var d time.Duration
-			for _, s := range a.shards {
-				s.mu.Lock()
-				d += s.throttledWait
-				s.mu.Unlock()
-			}
-			return d.Seconds()
+			return time.Duration(total(func(s *shard) uint64 { return uint64(s.throttledWait) })).Seconds()
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "telegauge_device_throttled_messages_total",

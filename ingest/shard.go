@@ -137,11 +137,7 @@ func (s *shard) apply(d *Decoded, atMs int64) (wait time.Duration) {
 				continue
 			}
 		}
-		ser.add(r, s.a.cfg.RawPoints)
-		if !ser.dirty {
-			ser.dirty = true
-			s.dirty = append(s.dirty, ser)
-		}
+		s.addLocked(ser, r)
 		ser.dev.count(nowSec)
 		accepted++
 		s.pushLiveLocked(Reading{Series: ser.id, TimeMs: r.TimeMs, Value: r.Value})
@@ -263,12 +259,28 @@ func (s *shard) newSeriesLocked(id string) (*series, Reason) {
 		!reserve(&s.a.metrics.series, s.a.cfg.MaxSeries) {
 		return nil, ReasonTooManySeries
 	}
+	return s.insertSeriesLocked(id, dev), 0
+}
+
+// insertSeriesLocked adds a series of dev, its slot under MaxSeries
+// already reserved. The caller must hold s.mu.
+func (s *shard) insertSeriesLocked(id string, dev *device) *series {
 	ser := &series{id: id, dev: dev}
 	s.series[id] = ser
 	metric := id[len(dev.id)+1:]
 	i, _ := slices.BinarySearch(dev.metrics, metric)
 	dev.metrics = slices.Insert(dev.metrics, i, metric)
-	return ser, 0
+	return ser
+}
+
+// addLocked folds a reading into the series' pending buckets and marks
+// the series for the next flush. The caller must hold s.mu.
+func (s *shard) addLocked(ser *series, r Reading) {
+	ser.add(r, s.a.cfg.RawPoints)
+	if !ser.dirty {
+		ser.dirty = true
+		s.dirty = append(s.dirty, ser)
+	}
 }
 
 // add folds a reading into the series' pending bucket of every tier.
@@ -286,14 +298,20 @@ func (ser *series) add(r Reading, rawCap int) {
 		}
 		p[i].Add(r.TimeMs, r.Value)
 	}
-	if rawCap > 0 {
-		rp := rawPoint{tMs: r.TimeMs, v: r.Value}
-		if len(ser.raw) < rawCap {
-			ser.raw = append(ser.raw, rp)
-		} else {
-			ser.raw[ser.rawNext] = rp
-			ser.rawNext = (ser.rawNext + 1) % rawCap
-		}
+	ser.addRaw(r, rawCap)
+}
+
+// addRaw keeps a reading among the series' recent raw readings only.
+func (ser *series) addRaw(r Reading, rawCap int) {
+	if rawCap <= 0 {
+		return
+	}
+	rp := rawPoint{tMs: r.TimeMs, v: r.Value}
+	if len(ser.raw) < rawCap {
+		ser.raw = append(ser.raw, rp)
+	} else {
+		ser.raw[ser.rawNext] = rp
+		ser.rawNext = (ser.rawNext + 1) % rawCap
 	}
 }
 

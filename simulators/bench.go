@@ -456,9 +456,11 @@ func (s *sampler) result() []RatePoint {
 	return append([]RatePoint(nil), s.points...)
 }
 
-// measureLoad runs load for Warmup+Duration while sampling, scraping the
-// server at the start and end of the measured phase.
-func (b *bencher) measureLoad(ctx context.Context, r *BenchResult, sent func() int64, load func(ctx context.Context) error) (from, to metricSample, err error) {
+// measureLoad runs load, which publishes through counters, for
+// Warmup+Duration while sampling, scraping the server at the start and end
+// of the measured phase.
+func (b *bencher) measureLoad(ctx context.Context, r *BenchResult, counters *LoadCounters, load func(ctx context.Context) error) (from, to metricSample, err error) {
+	sent := func() int64 { return counters.Snapshot().Messages }
 	cfg := b.cfg
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()
@@ -506,7 +508,7 @@ func (b *bencher) measureLoad(ctx context.Context, r *BenchResult, sent func() i
 func (b *bencher) ingest(ctx context.Context, r *BenchResult, qos byte) error {
 	r.Devices, r.Metrics, r.QoS = b.cfg.IngestDevices, 2, qos
 	counters := new(LoadCounters)
-	_, _, err := b.measureLoad(ctx, r, func() int64 { return counters.Snapshot().Messages }, func(ctx context.Context) error {
+	_, _, err := b.measureLoad(ctx, r, counters, func(ctx context.Context) error {
 		_, err := RunLoad(ctx, LoadConfig{
 			Addr: b.cfg.MQTTAddr, Connections: r.Devices, QoS: qos, Metrics: 2,
 			IDPrefix: fmt.Sprintf("bench-in%d-", qos), Counters: counters,
@@ -574,6 +576,14 @@ func latencyResult(r *BenchResult, st ViewersStats, c *ViewersCounters) {
 	r.LatencyCDF = h.CDF(200)
 }
 
+// noteShortDelivery notes the share of the expected points the viewers
+// received, when some are missing.
+func noteShortDelivery(r *BenchResult) {
+	if r.PointsReceived < r.PointsExpected {
+		r.Notes = fmt.Sprintf("%.2f%% of points delivered", 100*float64(r.PointsReceived)/float64(max(r.PointsExpected, 1)))
+	}
+}
+
 // viewersLatency merges the latency histograms of every transport.
 func viewersLatency(c *ViewersCounters) *Histogram {
 	var h Histogram
@@ -595,7 +605,7 @@ func (b *bencher) latency(ctx context.Context, r *BenchResult, rate float64) err
 		return err
 	}
 	counters := new(LoadCounters)
-	_, _, err := b.measureLoad(ctx, r, func() int64 { return counters.Snapshot().Messages }, func(ctx context.Context) error {
+	_, _, err := b.measureLoad(ctx, r, counters, func(ctx context.Context) error {
 		_, err := RunLoad(ctx, LoadConfig{
 			Addr: b.cfg.MQTTAddr, Connections: r.Devices, Rate: rate, Metrics: 2,
 			IDPrefix: "bench-lat-", Counters: counters,
@@ -624,7 +634,7 @@ func (b *bencher) fanout(ctx context.Context, r *BenchResult, n int) error {
 		return err
 	}
 	counters := new(LoadCounters)
-	_, _, err := b.measureLoad(ctx, r, func() int64 { return counters.Snapshot().Messages }, func(ctx context.Context) error {
+	_, _, err := b.measureLoad(ctx, r, counters, func(ctx context.Context) error {
 		_, err := RunLoad(ctx, LoadConfig{
 			Addr: cfg.MQTTAddr, Connections: 1, Rate: cfg.FanoutRate, Metrics: 1, QoS: 1,
 			IDPrefix: fmt.Sprintf("bench-fan%d-", n), Counters: counters,
@@ -636,9 +646,7 @@ func (b *bencher) fanout(ctx context.Context, r *BenchResult, n int) error {
 	b.settle(ctx, vc, r.PointsExpected)
 	st, verr := stop()
 	latencyResult(r, st, vc)
-	if r.PointsReceived < r.PointsExpected {
-		r.Notes = fmt.Sprintf("%.2f%% of points delivered", 100*float64(r.PointsReceived)/float64(max(r.PointsExpected, 1)))
-	}
+	noteShortDelivery(r)
 	return errors.Join(err, verr)
 }
 
@@ -703,8 +711,7 @@ func (b *bencher) idle(ctx context.Context, r *BenchResult, transport string) er
 	}
 	r.DurationMs = float64(all.at.Sub(base.at).Milliseconds())
 	r.BytesPerConnection = (mem(all) - mem(base)) / float64(2*half)
-	r.ServerRSSBytes = all.get(mRSS)
-	resources(r, mid, all)
+	resources(r, mid, all) // RSS of all, CPU over the second half
 	if b.cfg.DebugURL == "" {
 		r.Notes = "no debug URL to collect garbage through, so garbage blurs the figures. "
 	}

@@ -60,7 +60,7 @@ func (b *bencher) clusterIngest(ctx context.Context, r *BenchResult, rate float6
 	cfg := b.cfg
 	r.Devices, r.Metrics, r.QoS, r.TargetRate = cfg.IngestDevices, 2, 0, rate
 	counters := new(LoadCounters)
-	from, to, err := b.measureLoad(ctx, r, func() int64 { return counters.Snapshot().Messages }, func(ctx context.Context) error {
+	from, to, err := b.measureLoad(ctx, r, counters, func(ctx context.Context) error {
 		devices := split(cfg.IngestDevices, len(cfg.Nodes))
 		errs := make([]error, len(cfg.Nodes))
 		var wg sync.WaitGroup
@@ -147,7 +147,7 @@ func (b *bencher) clusterFanout(ctx context.Context, r *BenchResult) error {
 		return err
 	}
 	counters := new(LoadCounters)
-	_, _, err := b.measureLoad(ctx, r, func() int64 { return counters.Snapshot().Messages }, func(ctx context.Context) error {
+	_, _, err := b.measureLoad(ctx, r, counters, func(ctx context.Context) error {
 		_, err := RunLoad(ctx, LoadConfig{
 			Addr: cfg.Nodes[0].MQTTAddr, Connections: 1, Rate: cfg.FanoutRate, Metrics: 1, QoS: 1,
 			IDPrefix: prefix, Counters: counters,
@@ -162,9 +162,7 @@ func (b *bencher) clusterFanout(ctx context.Context, r *BenchResult) error {
 	// CPU per reading means nothing here (one reading fans out to every
 	// viewer); the CPU share is the figure.
 	r.CPUSecondsPerReading, r.NATSCPUSecondsPerReading = 0, 0
-	if r.PointsReceived < r.PointsExpected {
-		r.Notes = fmt.Sprintf("%.2f%% of points delivered", 100*float64(r.PointsReceived)/float64(max(r.PointsExpected, 1)))
-	}
+	noteShortDelivery(r)
 	return errors.Join(err, verr)
 }
 

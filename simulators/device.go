@@ -198,7 +198,7 @@ func (c *DevicesConfig) setDefaults() error {
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
-	if c.WriteTimeout <= 0 && !c.Flaky.enabled() {
+	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
 	switch c.Form {
@@ -809,7 +809,7 @@ func (d *device) chaosTimer(mean time.Duration, ch *<-chan time.Time) *time.Time
 // exp returns an exponentially distributed interval with the given mean,
 // at least a millisecond.
 func (d *device) exp(mean time.Duration) time.Duration {
-	return max(time.Duration(d.rng.ExpFloat64()*float64(mean)), time.Millisecond)
+	return max(expInterval(d.rng, mean), time.Millisecond)
 }
 
 // outboxLimit is how many built messages may wait while online.

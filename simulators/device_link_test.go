@@ -2,14 +2,8 @@ package simulators
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -19,33 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/telegauge/telegauge/broker"
 	"github.com/telegauge/telegauge/ingest"
+	"github.com/telegauge/telegauge/internal/testutil"
 )
-
-// selfSigned returns a server certificate for 127.0.0.1 and a pool that
-// trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "telegauge test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, pool
-}
 
 // freeAddr returns a loopback address nothing listens on (for listeners
 // that cannot report the port they bound).
@@ -80,7 +49,7 @@ func startBroker(t *testing.T, cfg broker.Config) *broker.Broker {
 // the CA given and with verification off, plain and flaky) and over
 // WebSocket delivers every message.
 func TestRunDevicesTLSAndWebSocket(t *testing.T) {
-	cert, pool := selfSigned(t)
+	cert, pool := testutil.SelfSigned(t, "telegauge test")
 	sink := &countingSink{}
 	wsAddr := freeAddr(t)
 	b := startBroker(t, broker.Config{

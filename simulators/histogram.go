@@ -168,17 +168,32 @@ type LatencySummary struct {
 	Max   time.Duration
 }
 
+// latencySummaryJSON is LatencySummary's JSON form.
+type latencySummaryJSON struct {
+	Count  uint64  `json:"count"`
+	MinMs  float64 `json:"minMs"`
+	MeanMs float64 `json:"meanMs"`
+	P50Ms  float64 `json:"p50Ms"`
+	P90Ms  float64 `json:"p90Ms"`
+	P99Ms  float64 `json:"p99Ms"`
+	MaxMs  float64 `json:"maxMs"`
+}
+
 // MarshalJSON encodes the summary with durations in milliseconds.
 func (l LatencySummary) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Count  uint64  `json:"count"`
-		MinMs  float64 `json:"minMs"`
-		MeanMs float64 `json:"meanMs"`
-		P50Ms  float64 `json:"p50Ms"`
-		P90Ms  float64 `json:"p90Ms"`
-		P99Ms  float64 `json:"p99Ms"`
-		MaxMs  float64 `json:"maxMs"`
-	}{l.Count, durationMs(l.Min), durationMs(l.Mean), durationMs(l.P50), durationMs(l.P90), durationMs(l.P99), durationMs(l.Max)})
+	return json.Marshal(latencySummaryJSON{l.Count, durationMs(l.Min), durationMs(l.Mean), durationMs(l.P50), durationMs(l.P90), durationMs(l.P99), durationMs(l.Max)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes, so that a saved report can
+// be read back.
+func (l *LatencySummary) UnmarshalJSON(b []byte) error {
+	var v latencySummaryJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	ms := func(f float64) time.Duration { return time.Duration(math.Round(f * float64(time.Millisecond))) }
+	*l = LatencySummary{Count: v.Count, Min: ms(v.MinMs), Mean: ms(v.MeanMs), P50: ms(v.P50Ms), P90: ms(v.P90Ms), P99: ms(v.P99Ms), Max: ms(v.MaxMs)}
+	return nil
 }
 
 // syncHistogram is a Histogram shared by many viewers. Viewers record a
@@ -204,26 +219,6 @@ func (s *syncHistogram) copyInto(dst *Histogram) {
 	s.mu.Lock()
 	dst.Merge(&s.h)
 	s.mu.Unlock()
-}
-
-// UnmarshalJSON reads what MarshalJSON writes, so that a saved report can
-// be read back.
-func (l *LatencySummary) UnmarshalJSON(b []byte) error {
-	var v struct {
-		Count  uint64  `json:"count"`
-		MinMs  float64 `json:"minMs"`
-		MeanMs float64 `json:"meanMs"`
-		P50Ms  float64 `json:"p50Ms"`
-		P90Ms  float64 `json:"p90Ms"`
-		P99Ms  float64 `json:"p99Ms"`
-		MaxMs  float64 `json:"maxMs"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	ms := func(f float64) time.Duration { return time.Duration(math.Round(f * float64(time.Millisecond))) }
-	*l = LatencySummary{Count: v.Count, Min: ms(v.MinMs), Mean: ms(v.MeanMs), P50: ms(v.P50Ms), P90: ms(v.P90Ms), P99: ms(v.P99Ms), Max: ms(v.MaxMs)}
-	return nil
 }
 
 // CDF returns the distribution as at most about n points (Ms, Q): the share

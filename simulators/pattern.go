@@ -3,6 +3,7 @@ package simulators
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -142,29 +143,43 @@ func DefaultMetrics(seed int64, device, n int) []Metric {
 	r := newRand(seed, uint64(device)<<8)
 	ms := make([]Metric, 0, n)
 	for i := range n {
-		s := int64(r.Uint64() >> 1)
-		m := Metric{Name: MetricName(i)}
-		switch i {
-		case 0:
-			period := 5*time.Minute + time.Duration(r.Float64()*float64(10*time.Minute))
-			m.Pattern = Sine(18+8*r.Float64(), 2+2*r.Float64(), period, 2*math.Pi*r.Float64())
-			m.Decimals = 2
-		case 1:
-			m.Pattern = RandomWalk(s, 30+40*r.Float64(), 0.2, 0, 100)
-			m.Decimals = 1
-		case 2:
-			m.Pattern = Step(s, 0, 1, 30*time.Second+time.Duration(r.Float64()*float64(90*time.Second)))
-			m.Decimals = 0
-		case 3:
-			m.Pattern = Spike(s, 0.05, 0.01, 2, 0.02)
-			m.Decimals = 3
-		default:
-			m.Pattern = Noise(s, 100*r.Float64(), 1+4*r.Float64())
-			m.Decimals = 2
+		kind := PatternNoise
+		if i < len(mixedKinds) {
+			kind = mixedKinds[i]
 		}
-		ms = append(ms, m)
+		ms = append(ms, newMetric(r, i, kind))
 	}
 	return ms
+}
+
+// mixedKinds are the patterns of a device's first metrics in PatternMixed;
+// the later ones are PatternNoise.
+var mixedKinds = [...]string{PatternSine, PatternWalk, PatternSteps, PatternSpikes}
+
+// newMetric returns metric i with a pattern of the given kind (anything
+// else is PatternNoise), its parameters drawn from r.
+func newMetric(r *rand.Rand, i int, kind string) Metric {
+	s := int64(r.Uint64() >> 1)
+	m := Metric{Name: MetricName(i)}
+	switch kind {
+	case PatternSine:
+		period := 5*time.Minute + time.Duration(r.Float64()*float64(10*time.Minute))
+		m.Pattern = Sine(18+8*r.Float64(), 2+2*r.Float64(), period, 2*math.Pi*r.Float64())
+		m.Decimals = 2
+	case PatternWalk:
+		m.Pattern = RandomWalk(s, 30+40*r.Float64(), 0.2, 0, 100)
+		m.Decimals = 1
+	case PatternSteps:
+		m.Pattern = Step(s, 0, 1, 30*time.Second+time.Duration(r.Float64()*float64(90*time.Second)))
+		m.Decimals = 0
+	case PatternSpikes:
+		m.Pattern = Spike(s, 0.05, 0.01, 2, 0.02)
+		m.Decimals = 3
+	default:
+		m.Pattern = Noise(s, 100*r.Float64(), 1+4*r.Float64())
+		m.Decimals = 2
+	}
+	return m
 }
 
 // Value patterns (DevicesConfig.Pattern).
@@ -180,44 +195,19 @@ const (
 // Patterns lists the value patterns, for help texts and validation.
 var Patterns = []string{PatternMixed, PatternSine, PatternWalk, PatternSteps, PatternSpikes, PatternNoise}
 
-func validPattern(p string) bool {
-	for _, q := range Patterns {
-		if p == q {
-			return true
-		}
-	}
-	return false
-}
+func validPattern(p string) bool { return slices.Contains(Patterns, p) }
 
 // MetricsFor returns n metrics of device number device whose values all
-// follow pattern (PatternMixed: DefaultMetrics), deterministic given seed.
-// Metric names are MetricName's either way.
+// follow pattern (PatternMixed, empty or unknown: DefaultMetrics),
+// deterministic given seed. Metric names are MetricName's either way.
 func MetricsFor(pattern string, seed int64, device, n int) []Metric {
-	ms := DefaultMetrics(seed, device, n)
-	if pattern == PatternMixed || pattern == "" {
-		return ms
+	if pattern == PatternMixed || !validPattern(pattern) {
+		return DefaultMetrics(seed, device, n)
 	}
 	r := newRand(seed, uint64(device)<<8|0x5a)
-	for i := range ms {
-		s := int64(r.Uint64() >> 1)
-		switch pattern {
-		case PatternSine:
-			period := 5*time.Minute + time.Duration(r.Float64()*float64(10*time.Minute))
-			ms[i].Pattern = Sine(18+8*r.Float64(), 2+2*r.Float64(), period, 2*math.Pi*r.Float64())
-			ms[i].Decimals = 2
-		case PatternWalk:
-			ms[i].Pattern = RandomWalk(s, 30+40*r.Float64(), 0.2, 0, 100)
-			ms[i].Decimals = 1
-		case PatternSteps:
-			ms[i].Pattern = Step(s, 0, 1, 30*time.Second+time.Duration(r.Float64()*float64(90*time.Second)))
-			ms[i].Decimals = 0
-		case PatternSpikes:
-			ms[i].Pattern = Spike(s, 0.05, 0.01, 2, 0.02)
-			ms[i].Decimals = 3
-		case PatternNoise:
-			ms[i].Pattern = Noise(s, 100*r.Float64(), 1+4*r.Float64())
-			ms[i].Decimals = 2
-		}
+	ms := make([]Metric, 0, n)
+	for i := range n {
+		ms = append(ms, newMetric(r, i, pattern))
 	}
 	return ms
 }

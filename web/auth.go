@@ -128,12 +128,10 @@ func principalOf(c *fiber.Ctx) principal {
 	return p
 }
 
-// maxNameBytes and maxSecretBytes bound what a login or a bearer token may
-// carry: anything longer is refused without hashing it.
-const (
-	maxNameBytes   = 64
-	maxSecretBytes = 256
-)
+// maxSecretBytes bounds what a login or a bearer token may carry (as
+// maxUserNameBytes bounds a name): anything longer is refused without
+// hashing it.
+const maxSecretBytes = 256
 
 // hashWait bounds how long a request waits for a hashing slot.
 const hashWait = 10 * time.Second
@@ -161,7 +159,7 @@ type auth struct {
 	hashes atomic.Int64 // slow hashes run (tests check that unknown names cost one)
 
 	store   SessionStore // nil: sessions live in memory only
-	proxies proxies      // trusted to name the client (set once by New)
+	proxies proxies      // trusted to name the client
 
 	mu       sync.Mutex // guards the fields below
 	sessions *sessions
@@ -177,7 +175,7 @@ type auth struct {
 	live map[*dashboard.Viewer]principal
 }
 
-func newAuth(cfg AuthConfig, acc Access, tls bool, hub *dashboard.Hub, log *slog.Logger) (*auth, error) {
+func newAuth(cfg AuthConfig, acc Access, tls bool, ps proxies, hub *dashboard.Hub, log *slog.Logger) *auth {
 	if cfg.SessionIdle <= 0 {
 		cfg.SessionIdle = 24 * time.Hour
 	}
@@ -211,10 +209,11 @@ func newAuth(cfg AuthConfig, acc Access, tls bool, hub *dashboard.Hub, log *slog
 			max: cfg.MaxSessions, maxPerUser: cfg.MaxSessionsPerUser,
 			m: make(map[[32]byte]*session), perUser: make(map[string]int),
 		},
-		limits: ratelimit.New(cfg.LoginBurst, cfg.LoginRefill, 100_000),
-		store:  cfg.Store,
-		tokens: make(map[[32]byte]User),
-		live:   make(map[*dashboard.Viewer]principal),
+		limits:  ratelimit.New(cfg.LoginBurst, cfg.LoginRefill, 100_000),
+		store:   cfg.Store,
+		proxies: ps,
+		tokens:  make(map[[32]byte]User),
+		live:    make(map[*dashboard.Viewer]principal),
 	}
 	if tls {
 		// The __Host- prefix makes browsers refuse the cookie unless it is
@@ -222,7 +221,7 @@ func newAuth(cfg AuthConfig, acc Access, tls bool, hub *dashboard.Hub, log *slog
 		a.cookie = "__Host-telegauge_session"
 	}
 	a.set(acc)
-	return a, nil
+	return a
 }
 
 // set replaces the operators. Whoever lost access (a removed user, a
@@ -279,8 +278,22 @@ func (a *auth) validLocked(p principal) bool {
 			return false
 		}
 	}
-	u, ok := a.users[p.user]
-	return ok && u.TokenHash == p.hash
+	_, ok := a.currentLocked(p.user, p.hash)
+	return ok
+}
+
+// currentLocked returns the user named name if its token hash is still
+// hash: the user was neither removed nor given a new token since. The
+// caller must hold a.mu.
+func (a *auth) currentLocked(name, hash string) (User, bool) {
+	u, ok := a.users[name]
+	return u, ok && u.TokenHash == hash
+}
+
+// principal returns the principal of a request u authenticated, via a
+// token or a session (whose key the caller adds).
+func (u User) principal(via string) principal {
+	return principal{user: u.Name, role: u.Role, via: via, hash: u.TokenHash}
 }
 
 // valid reports whether p still has access.
@@ -413,7 +426,7 @@ func (a *auth) bySession(c *fiber.Ctx, cookie string) (principal, bool, error) {
 	s, touch, ok := a.sessions.get(key, a.cfg.Clock.Now())
 	var u User
 	if ok {
-		if u, ok = a.users[s.user]; !ok || u.TokenHash != s.hash {
+		if u, ok = a.currentLocked(s.user, s.hash); !ok {
 			a.sessions.delete(key)
 			ok, touch = false, false
 		}
@@ -425,7 +438,9 @@ func (a *auth) bySession(c *fiber.Ctx, cookie string) (principal, bool, error) {
 	if !ok {
 		return principal{}, false, nil
 	}
-	return principal{user: u.Name, role: u.Role, via: viaSession, hash: u.TokenHash, sid: key}, true, nil
+	p := u.principal(viaSession)
+	p.sid = key
+	return p, true, nil
 }
 
 // byToken finds the user whose API token this is. An unknown token costs
@@ -434,11 +449,10 @@ func (a *auth) bySession(c *fiber.Ctx, cookie string) (principal, bool, error) {
 func (a *auth) byToken(c *fiber.Ctx, token string) (principal, error) {
 	key := sha256.Sum256([]byte(token))
 	a.mu.Lock()
-	u, ok := a.tokens[key]
-	if ok {
-		if cur, still := a.users[u.Name]; still && cur.TokenHash == u.TokenHash {
+	if u, ok := a.tokens[key]; ok {
+		if cur, still := a.currentLocked(u.Name, u.TokenHash); still {
 			a.mu.Unlock()
-			return principal{user: cur.Name, role: cur.Role, via: viaToken, hash: cur.TokenHash}, nil
+			return cur.principal(viaToken), nil
 		}
 	}
 	users := make([]User, 0, len(a.users))
@@ -472,15 +486,15 @@ func (a *auth) byToken(c *fiber.Ctx, token string) (principal, error) {
 			}
 			a.limits.Refund(ipKey, now)
 			a.mu.Lock()
-			cur, still := a.users[u.Name]
-			if still && cur.TokenHash == u.TokenHash {
+			cur, still := a.currentLocked(u.Name, u.TokenHash)
+			if still {
 				a.tokens[key] = cur
 			}
 			a.mu.Unlock()
-			if !still || cur.TokenHash != u.TokenHash {
+			if !still {
 				break // removed while we hashed
 			}
-			return principal{user: cur.Name, role: cur.Role, via: viaToken, hash: cur.TokenHash}, nil
+			return cur.principal(viaToken), nil
 		}
 	}
 	a.met.denied.WithLabelValues("unauthenticated").Inc()

@@ -75,8 +75,7 @@ func (a *auth) loadSession(ctx context.Context, key [32]byte) (known, held bool,
 	s := &session{user: r.User, hash: r.TokenHash, startMs: r.StartMs, seenMs: r.SeenMs, stored: true, storedSeenMs: r.SeenMs}
 	nowMs := a.cfg.Clock.Now().UnixMilli()
 	a.mu.Lock()
-	u, ok := a.users[r.User]
-	if !ok || u.TokenHash != r.TokenHash || a.sessions.expired(s, nowMs) {
+	if _, ok := a.currentLocked(r.User, r.TokenHash); !ok || a.sessions.expired(s, nowMs) {
 		a.mu.Unlock()
 		return true, false, nil // the browser of a removed user, say
 	}

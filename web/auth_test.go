@@ -2,15 +2,9 @@ package web
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/telegauge/telegauge/internal/secret"
+	"github.com/telegauge/telegauge/internal/testutil"
 )
 
 // operator is a test user with its token.
@@ -674,33 +669,10 @@ func pollWithAsync(ts *testServer, query string, h http.Header) <-chan pollOutco
 	return out
 }
 
-// selfSigned makes a certificate for 127.0.0.1.
-func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "telegauge test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	leaf, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
-
 // TestTLS: with a TLS config the listener speaks HTTPS: HSTS, a Secure
 // __Host- session cookie, and the live transports over TLS with it.
 func TestTLS(t *testing.T) {
-	cert, pool := selfSigned(t)
+	cert, pool := testutil.SelfSigned(t, "telegauge test")
 	ann := newOperator(t, "ann", RoleAdmin)
 	ts := newTestServer(t, withOperators(ann), withWeb(func(c *Config) {
 		c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}

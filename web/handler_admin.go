@@ -329,13 +329,11 @@ func (s *Server) handleAdminUserIssue(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	after := slices.DeleteFunc(slices.Clone(users), func(u Operator) bool { return u.Name == in.Name })
-	after = append(after, Operator{Name: in.Name, Role: role})
-	if !hasAdmin(after) {
+	if !hasAdmin(append(without(users, in.Name), Operator{Name: in.Name, Role: role})) {
 		if !hasAdmin(users) {
 			return fiber.NewError(fiber.StatusConflict, "the first user must be an admin: logins start with it, and a viewer alone could not manage devices and users")
 		}
-		return fiber.NewError(fiber.StatusConflict, in.Name+" is the last admin: make another user an admin first, so that someone can still manage devices and users")
+		return errLastAdmin(in.Name)
 	}
 	token, replaced, err := s.cfg.Admin.IssueUser(ctx, in.Name, role)
 	if err != nil {
@@ -362,8 +360,8 @@ func (s *Server) handleAdminUserRemove(c *fiber.Ctx) error {
 	if !slices.ContainsFunc(users, func(u Operator) bool { return u.Name == name }) {
 		return dashboard.Errorf(dashboard.CodeNotFound, "no user %s", name)
 	}
-	if !hasAdmin(slices.DeleteFunc(slices.Clone(users), func(u Operator) bool { return u.Name == name })) {
-		return fiber.NewError(fiber.StatusConflict, name+" is the last admin: make another user an admin first, so that someone can still manage devices and users")
+	if !hasAdmin(without(users, name)) {
+		return errLastAdmin(name)
 	}
 	if err := s.cfg.Admin.RemoveUser(ctx, name); err != nil {
 		return err
@@ -375,4 +373,14 @@ func (s *Server) handleAdminUserRemove(c *fiber.Ctx) error {
 // hasAdmin reports whether any of users is an admin.
 func hasAdmin(users []Operator) bool {
 	return slices.ContainsFunc(users, func(u Operator) bool { return u.Role == RoleAdmin })
+}
+
+// without returns a copy of users without user name.
+func without(users []Operator, name string) []Operator {
+	return slices.DeleteFunc(slices.Clone(users), func(u Operator) bool { return u.Name == name })
+}
+
+// errLastAdmin refuses a change that would leave no admin.
+func errLastAdmin(name string) error {
+	return fiber.NewError(fiber.StatusConflict, name+" is the last admin: make another user an admin first, so that someone can still manage devices and users")
 }

@@ -177,18 +177,7 @@ func FuzzQueryParams(f *testing.F) {
 		if requireAPIAnswer(t, resp, raw) != 200 {
 			return
 		}
-		var ans struct {
-			Series []struct {
-				ID    string    `json:"id"`
-				Step  int64     `json:"step"`
-				T     []int64   `json:"t"`
-				Min   []float64 `json:"min"`
-				Max   []float64 `json:"max"`
-				Avg   []float64 `json:"avg"`
-				Count []int64   `json:"count"`
-				Last  []float64 `json:"last"`
-			} `json:"series"`
-		}
+		var ans queryAnswerJSON
 		require.NoError(t, json.Unmarshal(resp.Body(), &ans))
 		want := querySeries(raw)
 		require.Len(t, ans.Series, len(want))

@@ -126,8 +126,8 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	}
 	ip := s.proxies.clientIP(c)
 	ipKey, userKey := limitKey(ip), "user:"+in.Name
-	if len(in.Name) > maxNameBytes {
-		userKey = "user:" + in.Name[:maxNameBytes] // no user has such a name; bound the key
+	if len(in.Name) > maxUserNameBytes {
+		userKey = "user:" + in.Name[:maxUserNameBytes] // no user has such a name; bound the key
 	}
 	now := a.cfg.Clock.Now()
 	ok, wait, first := a.limits.Take(ipKey, now)
@@ -171,13 +171,13 @@ func (s *Server) handleLogin(c *fiber.Ctx) error {
 	a.limits.Refund(userKey, now)
 
 	a.mu.Lock()
-	cur, still := a.users[u.Name]
+	cur, still := a.currentLocked(u.Name, u.TokenHash)
 	var (
 		id      string
 		key     [32]byte
 		evicted [][32]byte
 	)
-	if still && cur.TokenHash == u.TokenHash {
+	if still {
 		id, key, evicted, err = a.sessions.create(u.Name, u.TokenHash, now)
 	}
 	a.mu.Unlock()

@@ -13,7 +13,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,14 +43,7 @@ func TestExport(t *testing.T) {
 	require.Equal(t, []string{"series", "time", "time_ms", "min", "max", "avg", "count", "last"}, rows[0])
 	require.Len(t, rows, 1+2*5, "five 1m buckets per series, across three pages of two")
 
-	var query struct {
-		Series []struct {
-			ID    string
-			T     []int64
-			Avg   []float64
-			Count []int64
-		}
-	}
+	var query queryAnswerJSON
 	require.Equal(t, http.StatusOK, getJSON(t, ts.url+"/api/v1/query?"+q, &query))
 	i := 1
 	for _, s := range query.Series {
@@ -134,15 +126,7 @@ func TestExportSlowReaderIsCut(t *testing.T) {
 	exporting := func() float64 { return ts.metric(t, "telegauge_http_exports_streaming", nil) }
 
 	// A reader that stops after the headers, with a small receive window.
-	d := net.Dialer{Timeout: waitTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
-		var err error
-		if cerr := rc.Control(func(fd uintptr) {
-			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		}); cerr != nil {
-			return cerr
-		}
-		return err
-	}}
+	d := net.Dialer{Timeout: waitTimeout, Control: rcvBufControl(4096)}
 	slow, err := d.Dial("tcp", ts.srv.Addr())
 	require.NoError(t, err)
 	defer slow.Close()

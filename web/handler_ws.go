@@ -65,10 +65,17 @@ func (u *wsUpgrader) originAllowed(origin, host string) bool {
 // WebSocket close codes [RFC 6455 §7.4.1].
 const (
 	closeGoingAway      = websocket.CloseGoingAway       // 1001: server shutting down
-	closePolicy         = websocket.ClosePolicyViolation // 1008: too slow
+	closePolicy         = websocket.ClosePolicyViolation // 1008: too slow, or credentials revoked
 	closeMessageTooBig  = websocket.CloseMessageTooBig   // 1009
+	closeTryAgainLater  = websocket.CloseTryAgainLater   // 1013: hub full
 	closeWriteWaitSlack = time.Second
 )
+
+// sendClose writes a close frame with code and reason, waiting at most
+// closeWriteWaitSlack; the caller closes the connection.
+func sendClose(conn *websocket.Conn, code int, reason string) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(closeWriteWaitSlack))
+}
 
 // wsRequest is a client message: subscribe or unsubscribe.
 type wsRequest struct {
@@ -124,19 +131,17 @@ func (s *Server) handleWS(c *fiber.Ctx) error {
 				// Admitted a moment ago, refused now: the server is
 				// shutting down (1001, as for viewers it already had) or
 				// the hub filled up (1013: come back later).
-				code := websocket.CloseTryAgainLater
+				code := closeTryAgainLater
 				if errors.Is(err, dashboard.ErrClosed) {
-					code = websocket.CloseGoingAway
+					code = closeGoingAway
 				}
-				_ = conn.WriteControl(websocket.CloseMessage,
-					websocket.FormatCloseMessage(code, err.Error()), time.Now().Add(closeWriteWaitSlack))
+				sendClose(conn, code, err.Error())
 				_ = conn.Close()
 				return
 			}
 			defer v.Close()
 			if !s.auth.track(who, v) { // auth.go: ended when its operator loses access
-				_ = conn.WriteControl(websocket.CloseMessage,
-					websocket.FormatCloseMessage(closePolicy, "credentials revoked"), time.Now().Add(closeWriteWaitSlack))
+				sendClose(conn, closePolicy, "credentials revoked")
 				_ = conn.Close()
 				return
 			}
@@ -196,8 +201,7 @@ func (s *Server) readWS(conn *websocket.Conn, v *dashboard.Viewer, idle time.Dur
 		typ, data, err := conn.ReadMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
-				_ = conn.WriteControl(websocket.CloseMessage,
-					websocket.FormatCloseMessage(closeMessageTooBig, "message too big"), time.Now().Add(closeWriteWaitSlack))
+				sendClose(conn, closeMessageTooBig, "message too big")
 			}
 			return err
 		}

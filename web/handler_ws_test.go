@@ -484,7 +484,7 @@ func TestWSSubscribeResume(t *testing.T) {
 // could not be written).
 func TestWSResetDuringHandshake(t *testing.T) {
 	ts := newTestServer(t)
-	addr := strings.TrimPrefix(ts.url, "http://")
+	addr := ts.srv.Addr()
 	req := "GET /api/v1/ws?series=dev1/%23 HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	for range 200 {

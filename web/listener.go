@@ -39,6 +39,17 @@ func (l timeoutListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
+		var key netip.Addr // the zero Addr: not counted
+		if l.conns != nil {
+			var ok bool
+			if key, ok = l.conns.Acquire(c.RemoteAddr()); !ok {
+				// Closed before a byte is read: nothing to answer in (the
+				// listener may be TLS), and nothing spent on it.
+				l.refused(key)
+				_ = c.Close()
+				continue
+			}
+		}
 		if l.firstByte > 0 {
 			_ = c.SetReadDeadline(time.Now().Add(l.firstByte))
 		}
@@ -47,19 +58,8 @@ func (l timeoutListener) Accept() (net.Conn, error) {
 			// errors and write deadlines still end dead streams, later.
 			_ = setUserTimeout(tc, l.userTimeout)
 		}
-		if l.conns == nil {
-			return c, nil
-		}
-		key, ok := l.conns.Acquire(c.RemoteAddr())
-		if !ok {
-			// Closed before a byte is read: nothing to answer in (the
-			// listener may be TLS), and nothing spent on it.
-			l.refused(key)
-			_ = c.Close()
-			continue
-		}
 		if !key.IsValid() {
-			return c, nil // not counted (loopback, a trusted proxy)
+			return c, nil // no limit, or not counted (loopback, a trusted proxy)
 		}
 		return &countedConn{Conn: c, release: func() { l.conns.Release(key) }}, nil
 	}

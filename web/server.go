@@ -192,10 +192,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if s.proxies, err = parseProxies(cfg.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
-	if s.auth, err = newAuth(cfg.Auth, cfg.Access, cfg.TLS != nil, cfg.Hub, s.log); err != nil {
-		return nil, err
-	}
-	s.auth.proxies = s.proxies
+	s.auth = newAuth(cfg.Auth, cfg.Access, cfg.TLS != nil, s.proxies, cfg.Hub, s.log)
 	s.metrics.collectors = append(s.metrics.collectors, s.auth.met.collectors()...)
 	s.csp = contentPolicy()
 	if cfg.Registerer != nil {

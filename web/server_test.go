@@ -800,6 +800,25 @@ func requireCloseCode(t testing.TB, code int, err error) *websocket.CloseError {
 	return ce
 }
 
+// ---- query answers ----
+
+// queryAnswerJSON is /api/v1/query's answer.
+type queryAnswerJSON struct {
+	Series []querySeriesJSON `json:"series"`
+}
+
+// querySeriesJSON is one series of a query's answer.
+type querySeriesJSON struct {
+	ID    string    `json:"id"`
+	Step  int64     `json:"step"`
+	T     []int64   `json:"t"`
+	Min   []float64 `json:"min"`
+	Max   []float64 `json:"max"`
+	Avg   []float64 `json:"avg"`
+	Count []int64   `json:"count"`
+	Last  []float64 `json:"last"`
+}
+
 // ---- poll client ----
 
 // pollAnswerJSON is a poll's answer.
@@ -1026,28 +1045,16 @@ func TestDevicesAndQuery(t *testing.T) {
 	require.False(t, d2.Online)
 	require.Equal(t, []string{"temp"}, d2.Metrics)
 
-	type series struct {
-		ID    string    `json:"id"`
-		Step  int64     `json:"step"`
-		T     []int64   `json:"t"`
-		Min   []float64 `json:"min"`
-		Max   []float64 `json:"max"`
-		Avg   []float64 `json:"avg"`
-		Count []int64   `json:"count"`
-		Last  []float64 `json:"last"`
-	}
-	var q struct {
-		Series []series `json:"series"`
-	}
+	var q queryAnswerJSON
 	u := fmt.Sprintf("%s/api/v1/query?series=dev1/temp&series=dev2/temp&from=%d&to=%d&step=1h", ts.url, base-3_600_000, base+3_600_000)
 	require.Equal(t, http.StatusOK, getJSON(t, u, &q))
 	require.Len(t, q.Series, 2)
-	byS := map[string]series{}
+	byS := map[string]querySeriesJSON{}
 	for _, s := range q.Series {
 		byS[s.ID] = s
 	}
 	hour := base - base%3_600_000
-	require.Equal(t, series{ID: "dev1/temp", Step: 3_600_000, T: []int64{hour}, Min: []float64{20}, Max: []float64{24}, Avg: []float64{22}, Count: []int64{5}, Last: []float64{24}}, byS["dev1/temp"])
+	require.Equal(t, querySeriesJSON{ID: "dev1/temp", Step: 3_600_000, T: []int64{hour}, Min: []float64{20}, Max: []float64{24}, Avg: []float64{22}, Count: []int64{5}, Last: []float64{24}}, byS["dev1/temp"])
 	require.Equal(t, []int64{1}, byS["dev2/temp"].Count)
 
 	// Relative times and the default range reach the same readings.

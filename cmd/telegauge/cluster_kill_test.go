@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 
 	"github.com/telegauge/telegauge/internal/natstest"
@@ -50,8 +49,8 @@ func TestClusterHardKill(t *testing.T) {
 		eventually(t, 10*time.Second, func() error { return clusterNodes(p.http, 1) })
 	}
 
-	onA := publishKill(t, a.mqtt, "hka", every)
-	onB := publishKill(t, b.mqtt, "hkb", every)
+	onA := publishSteadily(t, a.mqtt, "hka/v", every)
+	onB := publishSteadily(t, b.mqtt, "hkb/v", every)
 
 	// Viewers on a, SSE and long poll (and short poll), through a dialer
 	// that, like a load balancer, sends new connections to b once a
@@ -228,90 +227,6 @@ func deviceOnline(base, device string, want bool) error {
 		}
 	}
 	return fmt.Errorf("%s: no device %s in %+v", base, device, devs.Devices)
-}
-
-// sentReading is one reading a killPublisher published: the point, when
-// the publish began, and whether the broker acknowledged it.
-type sentReading struct {
-	p     point
-	at    time.Time
-	acked bool
-}
-
-// killPublisher publishes one reading of <device>/v every interval at
-// QoS 1 until halted or the broker goes away. Each reading has its own
-// time (strictly increasing) and value (its sequence number), so a
-// viewer's points can be matched one by one.
-type killPublisher struct {
-	mu   sync.Mutex // guards sent
-	sent []sentReading
-	stop chan struct{}
-	done chan struct{}
-}
-
-func publishKill(t *testing.T, broker, device string, every time.Duration) *killPublisher {
-	t.Helper()
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("hk-" + device).SetAutoReconnect(false))
-	tok := c.Connect()
-	require.True(t, tok.WaitTimeout(5*time.Second))
-	require.NoError(t, tok.Error())
-	kp := &killPublisher{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(kp.done)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		var lastMs int64
-		for k := 0; ; k++ {
-			select {
-			case <-kp.stop:
-				return
-			case <-tick.C:
-			}
-			at := time.Now()
-			tMs := max(at.UnixMilli(), lastMs+1)
-			lastMs = tMs
-			r := sentReading{p: point{S: device + "/v", T: tMs, V: float64(k)}, at: at}
-			kp.mu.Lock()
-			kp.sent = append(kp.sent, r)
-			i := len(kp.sent) - 1
-			kp.mu.Unlock()
-			tok := c.Publish("telemetry/"+device+"/v", 1, false, fmt.Sprintf(`{"ts":%d,"value":%d}`, tMs, k))
-			if !tok.WaitTimeout(2*time.Second) || tok.Error() != nil {
-				return // the broker went away: this reading may or may not have been taken
-			}
-			kp.mu.Lock()
-			kp.sent[i].acked = true
-			kp.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { kp.halt(); c.Disconnect(10) })
-	return kp
-}
-
-// sentAfter counts the readings whose publish began after at.
-func (kp *killPublisher) sentAfter(at time.Time) int {
-	kp.mu.Lock()
-	defer kp.mu.Unlock()
-	n := 0
-	for _, r := range kp.sent {
-		if r.at.After(at) {
-			n++
-		}
-	}
-	return n
-}
-
-// halt stops publishing and returns every reading published.
-func (kp *killPublisher) halt() []sentReading {
-	select {
-	case <-kp.stop:
-	default:
-		close(kp.stop)
-	}
-	<-kp.done
-	kp.mu.Lock()
-	defer kp.mu.Unlock()
-	return append([]sentReading(nil), kp.sent...)
 }
 
 // failoverLog records what each viewer of several swarms received

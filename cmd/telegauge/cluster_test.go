@@ -179,21 +179,15 @@ func testCluster(t *testing.T, args ...string) {
 	// Every node lists every device online.
 	for i, n := range nodes {
 		eventually(t, 5*time.Second, func() error {
-			var devs struct {
-				Devices []struct {
-					ID     string `json:"id"`
-					Online bool   `json:"online"`
-				} `json:"devices"`
-			}
-			getJSON(t, n.httpURL+"/api/v1/devices", &devs)
+			devs := getDevices(t, n.httpURL)
 			online := 0
-			for _, d := range devs.Devices {
+			for _, d := range devs {
 				if d.Online {
 					online++
 				}
 			}
 			if online != len(ids) {
-				return fmt.Errorf("node %s: %d devices online: %+v", ids[i], online, devs.Devices)
+				return fmt.Errorf("node %s: %d devices online: %+v", ids[i], online, devs)
 			}
 			return nil
 		})
@@ -205,6 +199,17 @@ func testCluster(t *testing.T, args ...string) {
 	require.Contains(t, body, "telegauge_cluster_connected 1")
 }
 
+// getDevices lists the node's devices (GET /api/v1/devices), whatever the
+// status: for polling until the list is as wanted.
+func getDevices(t *testing.T, base string) []*apiDevice {
+	t.Helper()
+	var body struct {
+		Devices []*apiDevice `json:"devices"`
+	}
+	getJSON(t, base+"/api/v1/devices", &body)
+	return body.Devices
+}
+
 func getText(t *testing.T, u string) string {
 	t.Helper()
 	resp, err := http.Get(u)
@@ -213,16 +218,6 @@ func getText(t *testing.T, u string) string {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(b)
-}
-
-type pollAnswer struct {
-	Cursor string  `json:"cursor"`
-	Points []point `json:"points"`
-	Gap    *struct {
-		From int64 `json:"from"`
-		To   int64 `json:"to"`
-	} `json:"gap"`
-	Reset bool `json:"reset"`
 }
 
 // TestClusterFailover stops the node a viewer polls: resuming on another
@@ -243,15 +238,9 @@ func TestClusterFailover(t *testing.T) {
 	require.Len(t, p.Points, 1)
 	cursor = p.Cursor
 	eventually(t, 5*time.Second, func() error {
-		var devs struct {
-			Devices []struct {
-				ID     string `json:"id"`
-				Online bool   `json:"online"`
-			} `json:"devices"`
-		}
-		getJSON(t, b.httpURL+"/api/v1/devices", &devs)
-		if len(devs.Devices) != 1 || !devs.Devices[0].Online {
-			return fmt.Errorf("b: %+v", devs.Devices)
+		devs := getDevices(t, b.httpURL)
+		if len(devs) != 1 || !devs[0].Online {
+			return fmt.Errorf("b: %+v", devs)
 		}
 		return nil
 	})

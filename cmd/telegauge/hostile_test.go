@@ -152,11 +152,7 @@ func TestHostileLoad(t *testing.T) {
 	require.Zero(t, good.Errors, "good devices' publish errors")
 	require.Zero(t, good.ConnectFailures, "good devices' failed connections")
 	require.Zero(t, good.ConnectionsLost, "good devices' lost connections")
-	var goodSeries []string
-	for i := range hostileGood {
-		dev := simulators.DeviceID("good-", i, hostileGood)
-		goodSeries = append(goodSeries, dev+"/"+simulators.MetricName(0), dev+"/"+simulators.MetricName(1))
-	}
+	goodSeries := deviceSeries("good-", hostileGood)
 	from, to := began.Add(-time.Minute).UnixMilli(), time.Now().Add(time.Minute).UnixMilli()
 	eventually(t, 20*time.Second, func() error {
 		counts, err := seriesTotals(n.httpURL, goodSeries, from, to)
@@ -219,11 +215,7 @@ func TestHostileLoad(t *testing.T) {
 	// the rate takes.
 	require.Equal(t, int64(hostileGroup*hostileFlood), flood.Messages)
 	require.Zero(t, flood.Errors)
-	var hogSeries []string
-	for i := range hostileGroup {
-		dev := simulators.DeviceID("bad-hog-", i, hostileGroup)
-		hogSeries = append(hogSeries, dev+"/"+simulators.MetricName(0), dev+"/"+simulators.MetricName(1))
-	}
+	hogSeries := deviceSeries("bad-hog-", hostileGroup)
 	const hogReadings = 2 * hostileFlood
 	var hogTotal int64
 	eventually(t, 40*time.Second, func() error {
@@ -345,11 +337,7 @@ func TestBacklogOverTheRate(t *testing.T) {
 	minReplay := time.Duration(float64(readings-burst-2) / rate * float64(time.Second))
 	require.GreaterOrEqual(t, replay, minReplay, "the replay was slowed to the rate")
 
-	var series []string
-	for i := range devices {
-		dev := simulators.DeviceID("replay-", i, devices)
-		series = append(series, dev+"/"+simulators.MetricName(0), dev+"/"+simulators.MetricName(1))
-	}
+	series := deviceSeries("replay-", devices)
 	from, to := began.Add(-backfill-time.Minute).UnixMilli(), time.Now().Add(time.Minute).UnixMilli()
 	eventually(t, 20*time.Second, func() error {
 		counts, err := seriesTotals(n.httpURL, series, from, to)
@@ -470,8 +458,10 @@ func acceptedOf(t *testing.T, base string, devices map[string]*apiDevice, prefix
 	return n
 }
 
+// apiDevice is a device in GET /api/v1/devices.
 type apiDevice struct {
 	ID               string            `json:"id"`
+	Online           bool              `json:"online"`
 	Metrics          []string          `json:"metrics"`
 	Rejected         uint64            `json:"rejected"`
 	RejectedByReason map[string]uint64 `json:"rejectedByReason"`

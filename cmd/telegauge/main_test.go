@@ -421,20 +421,22 @@ func TestAPIErrors(t *testing.T) {
 	}
 }
 
+// pollAnswer is the answer of GET /api/v1/poll.
+type pollAnswer struct {
+	Cursor string  `json:"cursor"`
+	Points []point `json:"points"`
+	Gap    *struct {
+		From int64 `json:"from"`
+		To   int64 `json:"to"`
+	} `json:"gap"`
+	Reset bool `json:"reset"`
+}
+
 // TestPoll checks the long poll: the first call returns a cursor, the next
 // waits for points after it, and resuming from the returned cursor gives
 // every point once.
 func TestPoll(t *testing.T) {
 	n := mustRunMain(t)
-	type pollAnswer struct {
-		Cursor string  `json:"cursor"`
-		Points []point `json:"points"`
-		Gap    *struct {
-			From int64 `json:"from"`
-			To   int64 `json:"to"`
-		} `json:"gap"`
-		Reset bool `json:"reset"`
-	}
 	base := n.httpURL + "/api/v1/poll?series=poll/%23"
 	var a pollAnswer
 	require.Equal(t, 200, getJSON(t, base, &a))

@@ -69,10 +69,8 @@ func testFlakyLink(t *testing.T, transport string, seed uint64) {
 	base := time.Now().Truncate(time.Second)
 	baseMs := base.UnixMilli()
 	want := map[string]int{}
-	for d := range devices {
-		for _, m := range []string{simulators.MetricName(0), simulators.MetricName(1)} {
-			want[simulators.DeviceID(prefix, d, devices)+"/"+m] = messages
-		}
+	for _, s := range deviceSeries(prefix, devices) {
+		want[s] = messages
 	}
 	dl := newDeliveryLog(prefix, baseMs)
 	counters := new(simulators.ViewersCounters)
@@ -725,6 +723,18 @@ func bucketCounts(baseMs int64, n int) map[int64]int64 {
 	out := map[int64]int64{}
 	for t := baseMs; t < baseMs+int64(n); t++ {
 		out[t-t%1000]++
+	}
+	return out
+}
+
+// deviceSeries names the series of the first two metrics of devices
+// simulated devices with ids of prefix (simulators.DeviceID and
+// MetricName), device by device.
+func deviceSeries(prefix string, devices int) []string {
+	var out []string
+	for i := range devices {
+		dev := simulators.DeviceID(prefix, i, devices)
+		out = append(out, dev+"/"+simulators.MetricName(0), dev+"/"+simulators.MetricName(1))
 	}
 	return out
 }

@@ -124,49 +124,80 @@ func stepCount(t *testing.T, base, series, step string, fromMs, toMs int64) int6
 	return n
 }
 
-// steadyPublisher publishes one reading every interval at QoS 1 and
-// records which were acknowledged, until stopped.
+// sentReading is one reading a steadyPublisher published: the point, when
+// the publish began, and whether the broker acknowledged it.
+type sentReading struct {
+	p     point
+	at    time.Time
+	acked bool
+}
+
+// steadyPublisher publishes one reading of a series every interval at
+// QoS 1 until halted or the broker goes away. Each reading has its own
+// time (strictly increasing) and value (its sequence number), so a
+// viewer's points can be matched one by one.
 type steadyPublisher struct {
-	mu    sync.Mutex
-	acked []int64 // reading times acknowledged by the broker
-	stop  chan struct{}
-	done  chan struct{}
+	mu   sync.Mutex // guards sent
+	sent []sentReading
+	stop chan struct{}
+	done chan struct{}
 }
 
 func publishSteadily(t *testing.T, broker, series string, every time.Duration) *steadyPublisher {
 	t.Helper()
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("steady").SetAutoReconnect(false))
+	dev, _, _ := strings.Cut(series, "/")
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + broker).SetClientID("steady-" + dev).SetAutoReconnect(false))
 	tok := c.Connect()
 	require.True(t, tok.WaitTimeout(5*time.Second))
 	require.NoError(t, tok.Error())
 	sp := &steadyPublisher{stop: make(chan struct{}), done: make(chan struct{})}
-	dev, metric, _ := strings.Cut(series, "/")
 	go func() {
 		defer close(sp.done)
 		tick := time.NewTicker(every)
 		defer tick.Stop()
-		for {
+		var lastMs int64
+		for k := 0; ; k++ {
 			select {
 			case <-sp.stop:
 				return
 			case <-tick.C:
 			}
-			ts := time.Now().UnixMilli()
-			tok := c.Publish("telemetry/"+dev+"/"+metric, 1, false, fmt.Sprintf(`{"ts":%d,"value":%d}`, ts, ts%1000))
-			if tok.WaitTimeout(2*time.Second) && tok.Error() == nil {
-				sp.mu.Lock()
-				sp.acked = append(sp.acked, ts)
-				sp.mu.Unlock()
-			} else {
-				return // the server went away
+			at := time.Now()
+			tMs := max(at.UnixMilli(), lastMs+1)
+			lastMs = tMs
+			r := sentReading{p: point{S: series, T: tMs, V: float64(k)}, at: at}
+			sp.mu.Lock()
+			sp.sent = append(sp.sent, r)
+			i := len(sp.sent) - 1
+			sp.mu.Unlock()
+			tok := c.Publish("telemetry/"+series, 1, false, fmt.Sprintf(`{"ts":%d,"value":%d}`, tMs, k))
+			if !tok.WaitTimeout(2*time.Second) || tok.Error() != nil {
+				return // the broker went away: this reading may or may not have been taken
 			}
+			sp.mu.Lock()
+			sp.sent[i].acked = true
+			sp.mu.Unlock()
 		}
 	}()
-	t.Cleanup(func() { c.Disconnect(10) })
+	t.Cleanup(func() { sp.halt(); c.Disconnect(10) })
 	return sp
 }
 
-func (sp *steadyPublisher) halt() []int64 {
+// sentAfter counts the readings whose publish began after at.
+func (sp *steadyPublisher) sentAfter(at time.Time) int {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	n := 0
+	for _, r := range sp.sent {
+		if r.at.After(at) {
+			n++
+		}
+	}
+	return n
+}
+
+// halt stops publishing and returns every reading published.
+func (sp *steadyPublisher) halt() []sentReading {
 	select {
 	case <-sp.stop:
 	default:
@@ -175,7 +206,18 @@ func (sp *steadyPublisher) halt() []int64 {
 	<-sp.done
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	return append([]int64(nil), sp.acked...)
+	return append([]sentReading(nil), sp.sent...)
+}
+
+// ackedTimes are the times of the readings the broker acknowledged.
+func ackedTimes(sent []sentReading) []int64 {
+	var out []int64
+	for _, r := range sent {
+		if r.acked {
+			out = append(out, r.p.T)
+		}
+	}
+	return out
 }
 
 // TestRestartKeepsHistory: readings, SIGTERM (exit 0), restart on the same
@@ -190,7 +232,7 @@ func testRestartKeepsHistory(t *testing.T, db ...string) {
 	p := startProcess(t, db...)
 	sp := publishSteadily(t, p.mqtt, "keep/temp", 10*time.Millisecond)
 	time.Sleep(1500 * time.Millisecond) // the run being stopped
-	acked := sp.halt()
+	acked := ackedTimes(sp.halt())
 	require.NotEmpty(t, acked)
 	require.NoError(t, p.stop(t, syscall.SIGTERM), "a graceful stop exits 0")
 
@@ -225,7 +267,7 @@ func TestCrashLosesAtMostTheFlushInterval(t *testing.T) {
 	sp := publishSteadily(t, p.mqtt, "crash/temp", every)
 	time.Sleep(3500 * time.Millisecond)
 	_ = p.stop(t, syscall.SIGKILL)
-	acked := sp.halt()
+	acked := ackedTimes(sp.halt())
 	require.Greater(t, len(acked), 200)
 
 	q := startProcess(t, "--data-dir", dir, "--flush-interval", "1s")

@@ -179,11 +179,14 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		}
 		n.store = n.sql
 	}
-	counts, err := countCredentials(context.Background(), n.sql)
-	if err == nil {
-		err = c.checkAuth(counts)
-	}
+	// The credentials are read once here, for protected mode, the broker
+	// and the web tier; watchCredentials reloads them (serve_devices.go).
+	credsVersion, recs, err := n.startCredentials(context.Background())
 	if err != nil {
+		_ = n.store.Close()
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	if err := c.checkAuth(recs.counts()); err != nil {
 		_ = n.store.Close()
 		return nil, err
 	}
@@ -193,14 +196,8 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	n.creds = broker.NewCredentials()
-	if n.sql != nil {
-		if err := n.loadDeviceCredentials(context.Background()); err != nil {
-			_ = n.store.Close()
-			return nil, fmt.Errorf("load device credentials: %w", err)
-		}
-	} else {
-		n.creds.Set(nil, c.devicesRequired(counts))
-	}
+	n.creds.Set(recs.tokens, c.devicesRequired(recs.counts()))
+	n.applied.set(credsVersion)
 	if n.agg, err = ingest.New(ingest.Config{
 		Decode:             ingest.DecodeConfig{Prefix: c.Prefix, LateWindow: c.LateWindow},
 		MaxSeriesPerDevice: c.MaxSeriesPerDevice,
@@ -273,7 +270,7 @@ func (c *ServeCmd) build(log *slog.Logger) (*node, error) {
 		boards = dashboard.NewDBBoards(n.sql)
 	}
 	// Operators and HTTPS (serve_web_auth.go).
-	access, webTLS, err := n.webSecurity(log)
+	access, webTLS, err := c.webSecurity(recs.users, log)
 	if err != nil {
 		n.closeMQTT()
 		return nil, err

@@ -19,21 +19,33 @@ type credentialCounts struct {
 	devices, users int
 }
 
-// countCredentials counts the credentials in the database (none without
-// one).
-func countCredentials(ctx context.Context, s *store.SQL) (credentialCounts, error) {
+// credentialRecords are the credentials on record: the device token
+// hashes (broker.Credentials) and the operators (webAccess).
+type credentialRecords struct {
+	tokens map[string]string
+	users  []store.UserRecord
+}
+
+// counts counts the credentials.
+func (r credentialRecords) counts() credentialCounts {
+	return credentialCounts{devices: len(r.tokens), users: len(r.users)}
+}
+
+// readCredentials reads the credentials in s (none without a database).
+// It is the one read of them, at start and per reload.
+func readCredentials(ctx context.Context, s *store.SQL) (credentialRecords, error) {
 	if s == nil {
-		return credentialCounts{}, nil
+		return credentialRecords{}, nil
 	}
 	toks, err := s.DeviceTokens(ctx)
 	if err != nil {
-		return credentialCounts{}, err
+		return credentialRecords{}, fmt.Errorf("read device credentials: %w", err)
 	}
 	users, err := s.ListUsers(ctx)
 	if err != nil {
-		return credentialCounts{}, err
+		return credentialRecords{}, fmt.Errorf("list users: %w", err)
 	}
-	return credentialCounts{devices: len(toks), users: len(users)}, nil
+	return credentialRecords{tokens: toks, users: users}, nil
 }
 
 // devicesRequired reports whether devices must authenticate: always with
@@ -59,13 +71,9 @@ func (c *ServeCmd) mqttTLS() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.MQTTTLSClientCA != "" {
-		pem, err := os.ReadFile(c.MQTTTLSClientCA)
+		pool, err := readCertPool("--mqtt-tls-client-ca", c.MQTTTLSClientCA)
 		if err != nil {
-			return nil, fmt.Errorf("read --mqtt-tls-client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--mqtt-tls-client-ca %s holds no PEM certificate", c.MQTTTLSClientCA)
+			return nil, err
 		}
 		// A certificate is one way in; devices without one use tokens.
 		cfg.ClientCAs, cfg.ClientAuth = pool, tls.VerifyClientCertIfGiven
@@ -73,33 +81,37 @@ func (c *ServeCmd) mqttTLS() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// readCertPool reads the PEM CA certificates in file, named what in errors
+// (a flag).
+func readCertPool(what, file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s %s holds no PEM certificate", what, file)
+	}
+	return pool, nil
+}
+
 // credentialsPoll is how often a running server looks for credential
 // changes made by `telegauge devices` and `users` in another process.
 const credentialsPoll = 500 * time.Millisecond
 
-// loadDeviceCredentials reads the device credentials into creds, and
-// records the credentials version they are at least as new as.
-func (n *node) loadDeviceCredentials(ctx context.Context) error {
+// startCredentials reads the credentials the server starts with, and the
+// credentials version they are at least as new as (0 without a database).
+func (n *node) startCredentials(ctx context.Context) (int64, credentialRecords, error) {
+	if n.sql == nil {
+		return 0, credentialRecords{}, nil
+	}
 	// The version first: what is read after it is at least that new.
 	v, err := n.sql.CredentialsVersion(ctx)
 	if err != nil {
-		return err
+		return 0, credentialRecords{}, err
 	}
-	if err := n.setDeviceCredentials(ctx); err != nil {
-		return err
-	}
-	n.applied.set(v)
-	return nil
-}
-
-// setDeviceCredentials reads the device credentials into creds.
-func (n *node) setDeviceCredentials(ctx context.Context) error {
-	toks, err := n.sql.DeviceTokens(ctx)
-	if err != nil {
-		return err
-	}
-	n.creds.Set(toks, n.cfg.devicesRequired(credentialCounts{devices: len(toks)}))
-	return nil
+	recs, err := readCredentials(ctx, n.sql)
+	return v, recs, err
 }
 
 // watchCredentials reloads the device credentials and the operators
@@ -131,19 +143,15 @@ func (n *node) watchCredentials(ctx context.Context, log *slog.Logger) error {
 		if v == last {
 			continue
 		}
-		if err := n.setDeviceCredentials(ctx); err != nil {
-			if ctx.Err() == nil {
-				log.Warn("cannot reload device credentials; will retry", "err", err)
-			}
-			continue
-		}
-		acc, err := n.webAccess(ctx) // serve_web_auth.go
+		recs, err := readCredentials(ctx, n.sql)
 		if err != nil {
 			if ctx.Err() == nil {
-				log.Warn("cannot reload users; will retry", "err", err)
+				log.Warn("cannot reload credentials; will retry", "err", err)
 			}
 			continue
 		}
+		n.creds.Set(recs.tokens, n.cfg.devicesRequired(recs.counts()))
+		acc := n.cfg.webAccess(recs.users) // serve_web_auth.go
 		n.web.SetAccess(acc)
 		last = v
 		n.applied.set(v)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -58,13 +57,9 @@ func (n *node) newUpstream(log *slog.Logger) (*broker.Upstream, error) {
 	}
 	var tlsCfg *tls.Config
 	if c.MQTTUpstreamCAFile != "" {
-		pem, err := os.ReadFile(c.MQTTUpstreamCAFile)
+		pool, err := readCertPool("--mqtt-upstream-ca-file", c.MQTTUpstreamCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("read --mqtt-upstream-ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--mqtt-upstream-ca-file %s holds no PEM certificate", c.MQTTUpstreamCAFile)
+			return nil, err
 		}
 		tlsCfg = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/telegauge/telegauge/ingest/store"
 	"github.com/telegauge/telegauge/web"
 )
 
@@ -96,47 +96,30 @@ func (cf *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 }
 
 // webAccess says who may use the dashboard and API (DESIGN.md §5, protected
-// mode): with --auth auto, anonymous visitors (with every right, as before
-// there were accounts) only while the HTTP listener is on loopback and no
-// user exists; otherwise the users in the database. As for devices
-// (devicesRequired), each side goes by its own credentials: a device token
-// does not lock a loopback dashboard that nobody could log in to, and the
-// first `telegauge users add` turns logins on at once. checkAuth has already
-// refused a non-loopback HTTP listener without users.
-func (n *node) webAccess(ctx context.Context) (web.Access, error) {
-	c := n.cfg
-	counts, err := countCredentials(ctx, n.sql)
-	if err != nil {
-		return web.Access{}, err
-	}
-	acc := web.Access{Required: c.Auth == "required" || counts.users > 0 || !isLoopback(c.HTTPAddr)}
-	if n.sql == nil {
-		return acc, nil
-	}
-	users, err := n.sql.ListUsers(ctx)
-	if err != nil {
-		return web.Access{}, fmt.Errorf("list users: %w", err)
-	}
+// mode), given the users on record: with --auth auto, anonymous visitors
+// (with every right, as before there were accounts) only while the HTTP
+// listener is on loopback and no user exists; otherwise the users. As for
+// devices (devicesRequired), each side goes by its own credentials: a
+// device token does not lock a loopback dashboard that nobody could log in
+// to, and the first `telegauge users add` turns logins on at once.
+// checkAuth has already refused a non-loopback HTTP listener without users.
+func (c *ServeCmd) webAccess(users []store.UserRecord) web.Access {
+	acc := web.Access{Required: c.Auth == "required" || len(users) > 0 || !isLoopback(c.HTTPAddr)}
 	for _, u := range users {
 		acc.Users = append(acc.Users, web.User{Name: u.Name, Role: web.Role(u.Role), TokenHash: u.TokenHash})
 	}
-	return acc, nil
+	return acc
 }
 
-// webSecurity is what web.New needs of the above: the access at start and
-// the TLS configuration.
-func (n *node) webSecurity(log *slog.Logger) (web.Access, *tls.Config, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	acc, err := n.webAccess(ctx)
-	if err != nil {
-		return web.Access{}, nil, err
-	}
+// webSecurity is what web.New needs of the above: the access at start,
+// given the users on record, and the TLS configuration.
+func (c *ServeCmd) webSecurity(users []store.UserRecord, log *slog.Logger) (web.Access, *tls.Config, error) {
+	acc := c.webAccess(users)
 	if acc.Required && len(acc.Users) == 0 {
 		log.Warn("the dashboard and API need a login (--auth required) but there are no users: " +
 			"add one with `telegauge users add NAME --role admin`")
 	}
-	cfg, err := n.cfg.WebTLSFlags.webTLS(log)
+	cfg, err := c.WebTLSFlags.webTLS(log)
 	return acc, cfg, err
 }
 

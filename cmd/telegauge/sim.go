@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,13 +120,9 @@ func (c *SimDevicesCmd) devicesConfig() (simulators.DevicesConfig, error) {
 	if c.CAFile != "" || c.Insecure {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.Insecure} //nolint:gosec // asked for by --insecure
 		if c.CAFile != "" {
-			pem, err := os.ReadFile(c.CAFile)
+			pool, err := readCertPool("CA file", c.CAFile)
 			if err != nil {
-				return cfg, fmt.Errorf("read CA file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return cfg, fmt.Errorf("CA file %s holds no PEM certificate", c.CAFile)
+				return cfg, err
 			}
 			tc.RootCAs = pool
 		}

@@ -118,10 +118,9 @@ func DefaultNodeID() string {
 // All methods are safe for concurrent use; Send and LocalPresence never
 // block.
 type Bus struct {
-	cfg     Config
-	log     *slog.Logger
-	met     *metrics
-	persist bool
+	cfg Config
+	log *slog.Logger
+	met *metrics
 
 	nc        atomic.Pointer[nats.Conn]
 	connected atomic.Bool
@@ -205,13 +204,12 @@ func New(cfg Config, log *slog.Logger) (*Bus, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bus{
-		cfg:     cfg,
-		log:     log.With("component", "bus", "node", cfg.NodeID),
-		persist: cfg.PersistRemote,
-		wake:    make(chan struct{}, 1),
-		local:   make(map[string]bool),
-		peers:   make(map[string]*peer),
-		count:   make(map[string]int),
+		cfg:   cfg,
+		log:   log.With("component", "bus", "node", cfg.NodeID),
+		wake:  make(chan struct{}, 1),
+		local: make(map[string]bool),
+		peers: make(map[string]*peer),
+		count: make(map[string]int),
 	}
 	b.downSince.Store(cfg.Clock.Now().UnixMilli())
 	b.met = newMetrics(b)
@@ -365,7 +363,7 @@ func (b *Bus) Run(ctx context.Context) error {
 	}
 	b.nc.Store(nc)
 	var rdBuf []ingest.Reading
-	var in interner = make(interner)
+	in := make(interner)
 	subs := []struct {
 		kind string
 		fn   func(node string, m *nats.Msg)
@@ -527,7 +525,7 @@ func (b *Bus) onReadings(node string, data []byte, buf []ingest.Reading, in *int
 	if len(rs) == 0 {
 		return rs
 	}
-	st := b.cfg.Apply.ApplyRemote(rs, b.cfg.Clock.Now().UnixMilli(), b.persist)
+	st := b.cfg.Apply.ApplyRemote(rs, b.cfg.Clock.Now().UnixMilli(), b.cfg.PersistRemote)
 	b.met.received.Add(float64(st.Applied))
 	if st.Dropped > 0 {
 		b.met.dropped.WithLabelValues("apply").Add(float64(st.Dropped))

@@ -358,24 +358,24 @@ func (s *SQL) Append(ctx context.Context, b Batch) error {
 	}
 	// On SQLite the rows wait in memory, journaled (store_sql_buffer.go).
 	now := s.cfg.Clock.Now()
-	buffer, write := s.buf != nil, s.buf == nil
-	if buffer && s.buf.due(now, s.cfg.WriteInterval, len(rows)) {
-		rows, buffer, write = s.buf.merged(rows), false, true
+	journaled := s.buf != nil && !s.buf.due(now, s.cfg.WriteInterval, len(rows))
+	if s.buf != nil && !journaled {
+		rows = s.buf.merged(rows)
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("append: begin: %w", err)
 	}
 	switch {
-	case write && s.buf != nil:
-		err = s.writeBuffered(ctx, tx, rows)
-	case write:
-		err = s.d.upsert(ctx, s, tx, rows)
-	default:
+	case journaled:
 		s.journal = s.buf.journal(s.journal[:0], rows)
 		if _, err = tx.ExecContext(ctx, `INSERT INTO write_journal (keys) VALUES (?)`, s.journal); err != nil {
 			err = fmt.Errorf("journal: %w", err)
 		}
+	case s.buf != nil:
+		err = s.writeBuffered(ctx, tx, rows)
+	default:
+		err = s.d.upsert(ctx, s, tx, rows)
 	}
 	if err != nil {
 		_ = tx.Rollback()
@@ -386,7 +386,7 @@ func (s *SQL) Append(ctx context.Context, b Batch) error {
 	if err == nil {
 		s.marks[b.Writer] = b.Seq
 		switch {
-		case buffer:
+		case journaled:
 			s.buf.add(rows)
 		case s.buf != nil:
 			s.buf.reset(now)
@@ -396,7 +396,7 @@ func (s *SQL) Append(ctx context.Context, b Batch) error {
 	if err != nil {
 		return fmt.Errorf("append: commit: %w", err)
 	}
-	if !write {
+	if journaled {
 		return nil
 	}
 	s.met.rowsWritten.Add(float64(len(rows)))
@@ -622,13 +622,9 @@ func (s *SQL) Prune(ctx context.Context) error {
 		cuts[t] = nowMs - s.cfg.Retention[t].Milliseconds() - rollup.Tier(t).StepMs() + 1
 	}
 	if s.buf != nil {
-		var ends [rollup.NumTiers]int64
-		for t := range ends {
-			ends[t] = nowMs - s.cfg.Retention[t].Milliseconds()
-		}
 		s.appendMu.Lock()
 		s.mu.Lock()
-		s.buf.expire(ends)
+		s.buf.expire(cuts)
 		s.mu.Unlock()
 		s.appendMu.Unlock()
 	}
@@ -783,21 +779,23 @@ func (s *SQL) Run(ctx context.Context) error {
 		writes = ct.Chan()
 	}
 	for {
-		var err error
+		var (
+			err  error
+			what string
+		)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.Chan():
-			if err = s.Prune(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
-				s.log.Error("prune failed; will retry", "err", err)
-			}
+			err, what = s.Prune(ctx), "prune failed; will retry"
 		case <-writes:
-			if err = s.writeIfDue(ctx); err != nil && !errors.Is(err, ErrClosed) && ctx.Err() == nil {
-				s.log.Error("writing buffered buckets failed; will retry", "err", err)
-			}
+			err, what = s.writeIfDue(ctx), "writing buffered buckets failed; will retry"
 		}
-		if errors.Is(err, ErrClosed) || ctx.Err() != nil {
+		switch {
+		case errors.Is(err, ErrClosed), ctx.Err() != nil:
 			return nil
+		case err != nil:
+			s.log.Error(what, "err", err)
 		}
 	}
 }

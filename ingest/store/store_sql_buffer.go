@@ -133,45 +133,38 @@ func (c *writeBuffer) journal(buf []byte, rows []sqlRow) []byte {
 	return buf
 }
 
-// journalReader decodes journal entries.
+// journalReader decodes journal entries. Its methods panic with
+// errCorruptJournal on a short or malformed entry; decodeJournal recovers.
 type journalReader struct{ b []byte }
 
-func (j *journalReader) uvarint() uint64 {
-	v, n := binary.Uvarint(j.b)
+func (j *journalReader) uvarint() uint64 { return readVarint(j, binary.Uvarint) }
+
+func (j *journalReader) varint() int64 { return readVarint(j, binary.Varint) }
+
+// readVarint decodes one varint of j with read.
+func readVarint[T int64 | uint64](j *journalReader, read func([]byte) (T, int)) T {
+	v, n := read(j.b)
 	if n <= 0 {
-		j.b = nil
 		panic(errCorruptJournal)
 	}
 	j.b = j.b[n:]
 	return v
 }
 
-func (j *journalReader) varint() int64 {
-	v, n := binary.Varint(j.b)
-	if n <= 0 {
-		j.b = nil
+// take consumes the next n bytes of j.
+func (j *journalReader) take(n int) []byte {
+	if len(j.b) < n {
 		panic(errCorruptJournal)
 	}
+	v := j.b[:n]
 	j.b = j.b[n:]
 	return v
 }
 
-func (j *journalReader) byte() byte {
-	if len(j.b) < 1 {
-		panic(errCorruptJournal)
-	}
-	v := j.b[0]
-	j.b = j.b[1:]
-	return v
-}
+func (j *journalReader) byte() byte { return j.take(1)[0] }
 
 func (j *journalReader) float() float64 {
-	if len(j.b) < 8 {
-		panic(errCorruptJournal)
-	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(j.b))
-	j.b = j.b[8:]
-	return v
+	return math.Float64frombits(binary.LittleEndian.Uint64(j.take(8)))
 }
 
 // decodeJournal adds the entries of blob to keys (every bucket named) and
@@ -258,12 +251,13 @@ func (c *writeBuffer) merged(rows []sqlRow) []sqlRow {
 	return out
 }
 
-// expire drops buffered buckets that end before their tier's cut (Unix
-// ms, by tier). The caller holds mu.
+// expire drops the buffered buckets that start before their tier's cut
+// (Unix ms, by tier), as Prune deletes rows from rollups. The caller holds
+// mu.
 func (c *writeBuffer) expire(cut [rollup.NumTiers]int64) {
 	for id, m := range c.series {
 		for k := range m {
-			if k.start+k.tier.StepMs() <= cut[k.tier] {
+			if k.start < cut[k.tier] {
 				delete(m, k)
 				c.n--
 			}
@@ -291,14 +285,10 @@ func (c *writeBuffer) overlay(id int64, tier rollup.Tier, fromMs, toMs int64, bs
 			found = append(found, b)
 		}
 	}
+	// In order, so that mergeInto mostly appends.
 	slices.SortFunc(found, func(x, y rollup.Bucket) int { return cmp.Compare(x.StartMs, y.StartMs) })
-	for _, b := range found {
-		i, ok := slices.BinarySearchFunc(bs, b.StartMs, func(x rollup.Bucket, t int64) int { return cmp.Compare(x.StartMs, t) })
-		if ok {
-			bs[i].Merge(&b)
-		} else {
-			bs = slices.Insert(bs, i, b)
-		}
+	for i := range found {
+		bs = mergeInto(bs, &found[i])
 	}
 	return bs
 }

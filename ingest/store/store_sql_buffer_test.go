@@ -94,6 +94,19 @@ func openAt(t *testing.T, url string, clock *clockwork.FakeClock) *SQL {
 	return s
 }
 
+// fileFeed opens a SQLite file on a fake clock at t0 with a feed on it,
+// and returns reopen, which opens the same file again and closes it when
+// the test ends.
+func fileFeed(t *testing.T) (f *coarseFeed, clock *clockwork.FakeClock, reopen func() *SQL) {
+	url := sqliteTestURL(t)
+	clock = clockwork.NewFakeClockAt(t0)
+	return newCoarseFeed(openAt(t, url, clock)), clock, func() *SQL {
+		s := openAt(t, url, clock)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+}
+
 func TestBufferWaitsInMemoryThenWritesOnce(t *testing.T) {
 	s, clock := newTestSQL(t, SQLConfig{URL: sqliteTestURL(t)})
 	f := newCoarseFeed(s)
@@ -119,15 +132,11 @@ func TestBufferWaitsInMemoryThenWritesOnce(t *testing.T) {
 }
 
 func TestBufferWrittenAtClose(t *testing.T) {
-	url := sqliteTestURL(t)
-	clock := clockwork.NewFakeClockAt(t0)
-	s := openAt(t, url, clock)
-	f := newCoarseFeed(s)
+	f, _, reopen := fileFeed(t)
 	f.append(t, [2]float64{float64(t0.UnixMilli() - 5000), 7}, [2]float64{float64(t0.UnixMilli() - 4000), 8})
-	require.NoError(t, s.Close())
+	require.NoError(t, f.s.Close())
 
-	s = openAt(t, url, clock)
-	defer s.Close()
+	s := reopen()
 	rows, journal := storedRows(t, s, rollup.Tier1h)
 	require.Equal(t, 1, rows)
 	require.Zero(t, journal)
@@ -139,10 +148,8 @@ func TestBufferWrittenAtClose(t *testing.T) {
 // next start every minute and hour equals the merge of the seconds, each
 // reading once.
 func TestBufferReplayAfterCrash(t *testing.T) {
-	url := sqliteTestURL(t)
-	clock := clockwork.NewFakeClockAt(t0)
-	s := openAt(t, url, clock)
-	f := newCoarseFeed(s)
+	f, clock, reopen := fileFeed(t)
+	s := f.s
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := t0.UnixMilli() - 30*60_000
 	for i := range 200 {
@@ -160,8 +167,7 @@ func TestBufferReplayAfterCrash(t *testing.T) {
 	require.Less(t, secs, len(f.want[rollup.Tier1s]), "some seconds were in memory only")
 	crash(t, s)
 
-	s = openAt(t, url, clock)
-	defer s.Close()
+	s = reopen()
 	_, journal = storedRows(t, s, rollup.Tier1m)
 	require.Zero(t, journal, "the replay empties the journal")
 	f.check(t, s)

@@ -31,7 +31,7 @@ type Server struct {
 	Addr string
 
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testutil.LogBuffer
 	done chan struct{}
 	once sync.Once
 }
@@ -92,7 +92,7 @@ func Start(t testing.TB, extra ...string) *Server {
 	if err := os.WriteFile(conf, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), out: &syncBuffer{}, done: make(chan struct{})}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), out: new(testutil.LogBuffer), done: make(chan struct{})}
 	s.cmd = exec.Command(bin, "-c", conf)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
@@ -144,20 +144,3 @@ func (s *Server) Stop() {
 
 // Output is what the broker logged so far.
 func (s *Server) Output() string { return s.out.String() }
-
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}

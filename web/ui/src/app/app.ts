@@ -31,7 +31,7 @@ export function start(root: HTMLElement): void {
   getMe()
     .then((me) => startApp(root, me))
     .catch((e) => {
-      if (e instanceof ApiError && e.status === 401) showLogin(root, () => location.reload());
+      if (e instanceof ApiError && e.status === 401) showLogin(root, reload);
       else startApp(root, { user: "", role: "admin", auth: "anonymous" });
     });
 }

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { examplePublish, listeners, shellQuote } from "./mqtthint";
-import { parseHash } from "./router";
 
 describe("device connection hint", () => {
   const issued = { id: "boiler-1", token: "tg_abc-DEF_123", replaced: false, topic: "telemetry/boiler-1", brokers: [] as string[] };
@@ -25,14 +24,5 @@ describe("device connection hint", () => {
     expect(shellQuote("boiler-1")).toBe("boiler-1");
     expect(shellQuote("a b")).toBe("'a b'");
     expect(shellQuote("it's")).toBe(`'it'\\''s'`);
-  });
-});
-
-describe("admin routes", () => {
-  it("parses the admin tabs", () => {
-    expect(parseHash("#/admin")).toMatchObject({ view: "admin", tab: "devices" });
-    expect(parseHash("#/admin/devices")).toMatchObject({ view: "admin", tab: "devices" });
-    expect(parseHash("#/admin/users")).toMatchObject({ view: "admin", tab: "users" });
-    expect(parseHash("#/admin/nope").view).toBe("notfound");
   });
 });

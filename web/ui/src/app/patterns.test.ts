@@ -47,6 +47,13 @@ describe("routes and ranges", () => {
     expect(parseHash("#/nope/x/y").view).toBe("notfound");
   });
 
+  it("parses the admin tabs", () => {
+    expect(parseHash("#/admin")).toMatchObject({ view: "admin", tab: "devices" });
+    expect(parseHash("#/admin/devices")).toMatchObject({ view: "admin", tab: "devices" });
+    expect(parseHash("#/admin/users")).toMatchObject({ view: "admin", tab: "users" });
+    expect(parseHash("#/admin/nope").view).toBe("notfound");
+  });
+
   it("round-trips ranges through parameters", () => {
     const fb = { preset: "1h" as const };
     expect(rangeFromParams(new URLSearchParams("range=7d"), fb)).toEqual({ preset: "7d" });

@@ -7,15 +7,13 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { eventually, launchBrowser, screenshot, simDevices, startServer, users } from "./harness.mjs";
+import { addUsers, cspContext, eventually, launchBrowser, screenshot, signIn, simDevices, startServer } from "./harness.mjs";
 
 let server, browser, annToken, vicToken;
 before(async () => {
   server = await startServer(["--heartbeat", "2s"]);
   browser = await launchBrowser();
-  annToken = (await users(server, ["add", "ann", "--role", "admin"])).trim();
-  vicToken = (await users(server, ["add", "vic", "--role", "viewer"])).trim();
-  await eventually(async () => (await fetch(server.url + "/api/v1/devices")).status === 401, { what: "logins required" });
+  ({ ann: annToken, vic: vicToken } = await addUsers(server, { ann: "admin", vic: "viewer" }));
 });
 after(async () => {
   await browser?.close();
@@ -25,12 +23,8 @@ after(async () => {
 /** A signed-in page that records CSP violations and accepts confirm()s
  *  (recording their messages). */
 async function signedIn(name, token, viewport = { width: 1280, height: 800 }) {
-  const ctx = await browser.newContext({ viewport });
+  const ctx = await cspContext(browser, { viewport });
   await ctx.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
-  await ctx.addInitScript(() => {
-    window.__csp = [];
-    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
-  });
   const page = await ctx.newPage();
   const dialogs = [];
   page.on("dialog", (d) => {
@@ -38,9 +32,7 @@ async function signedIn(name, token, viewport = { width: 1280, height: 800 }) {
     void d.accept();
   });
   await page.goto(server.url + "/#/");
-  await page.getByTestId("login-name").fill(name);
-  await page.getByTestId("login-password").fill(token);
-  await page.getByTestId("login-submit").click();
+  await signIn(page, name, token);
   await page.getByTestId("user").waitFor({ state: "attached" }); // hidden on phones
   return { ctx, page, dialogs };
 }
@@ -179,9 +171,7 @@ test("the first user, added from a server without logins, keeps its token on scr
     await page.getByTestId("token-done").click();
     await page.getByTestId("login-form").waitFor();
     assert.match(await page.getByTestId("login").innerText(), /Sign in as ann/);
-    await page.getByTestId("login-name").fill("ann");
-    await page.getByTestId("login-password").fill(token);
-    await page.getByTestId("login-submit").click();
+    await signIn(page, "ann", token);
     await page.getByTestId("nav-admin").waitFor();
   } finally {
     await ctx.close();

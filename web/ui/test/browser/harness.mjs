@@ -109,6 +109,34 @@ export function users(server, args) {
   );
 }
 
+/** Adds users (`telegauge users add NAME --role ROLE`, for each name:
+ *  role) beside a running server and waits until the server takes them
+ *  (within a second) and requires logins; resolves with the tokens by name. */
+export async function addUsers(server, roles) {
+  const tokens = {};
+  for (const [name, role] of Object.entries(roles)) tokens[name] = (await users(server, ["add", name, "--role", role])).trim();
+  await eventually(async () => (await fetch(server.url + "/api/v1/devices")).status === 401, { what: "logins required" });
+  return tokens;
+}
+
+/** A browser context whose pages record Content-Security-Policy
+ *  violations in window.__csp. */
+export async function cspContext(browser, options) {
+  const ctx = await browser.newContext(options);
+  await ctx.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
+  });
+  return ctx;
+}
+
+/** Fills in and submits the login page. */
+export async function signIn(page, name, password) {
+  await page.getByTestId("login-name").fill(name);
+  await page.getByTestId("login-password").fill(password);
+  await page.getByTestId("login-submit").click();
+}
+
 /** Runs `telegauge sim devices` against a server; resolves when it exits. */
 export function simDevices(server, args) {
   const proc = spawn(BIN, ["sim", "devices", "--broker", "tcp://" + server.mqtt, ...args], {

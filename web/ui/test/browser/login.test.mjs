@@ -5,16 +5,13 @@
 // Content-Security-Policy.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { eventually, launchBrowser, screenshot, startServer, users } from "./harness.mjs";
+import { addUsers, cspContext, eventually, launchBrowser, screenshot, signIn, startServer, users } from "./harness.mjs";
 
 let server, browser, annToken, vicToken;
 before(async () => {
   server = await startServer(["--demo", "3", "--heartbeat", "2s"]);
   browser = await launchBrowser();
-  annToken = (await users(server, ["add", "ann", "--role", "admin"])).trim();
-  vicToken = (await users(server, ["add", "vic", "--role", "viewer"])).trim();
-  // The server takes the users within a second.
-  await eventually(async () => (await fetch(server.url + "/api/v1/devices")).status === 401, { what: "logins required" });
+  ({ ann: annToken, vic: vicToken } = await addUsers(server, { ann: "admin", vic: "viewer" }));
 });
 after(async () => {
   await browser?.close();
@@ -23,19 +20,9 @@ after(async () => {
 
 /** A page that records Content-Security-Policy violations. */
 async function newPage(viewport = { width: 1280, height: 800 }) {
-  const ctx = await browser.newContext({ viewport });
-  await ctx.addInitScript(() => {
-    window.__csp = [];
-    document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`));
-  });
+  const ctx = await cspContext(browser, { viewport });
   const page = await ctx.newPage();
   return { ctx, page };
-}
-
-async function signIn(page, name, password) {
-  await page.getByTestId("login-name").fill(name);
-  await page.getByTestId("login-password").fill(password);
-  await page.getByTestId("login-submit").click();
 }
 
 test("login page, session cookie, live app, sign out", async () => {

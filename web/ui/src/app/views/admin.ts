@@ -209,7 +209,7 @@ function devicesPanel(ctx: Ctx): Panel {
     list,
   );
   let destroyed = false;
-  let count = 0;
+  let devices: AdminDevice[] = [];
 
   const showIssued = (d: IssuedDevice) => {
     const ls = listeners(d.brokers);
@@ -233,16 +233,19 @@ function devicesPanel(ctx: Ctx): Panel {
     ]);
   };
 
-  const issue = async (id: string) => {
+  /** Gives id a token and shows it; false if the server refused. */
+  const issue = async (id: string): Promise<boolean> => {
     formErr.textContent = "";
     try {
       const d = await issueDevice(id);
-      if (destroyed) return;
+      if (destroyed) return true;
       showIssued(d);
       announce(`Token for ${d.id} issued`);
       void load();
+      return true;
     } catch (e) {
       formErr.textContent = `Could not give ${id} a token: ${message(e)}`;
+      return false;
     }
   };
 
@@ -254,12 +257,12 @@ function devicesPanel(ctx: Ctx): Panel {
       idIn.focus();
       return;
     }
-    const known = [...list.children].some((li) => (li as HTMLElement).dataset.id === id && (li as HTMLElement).dataset.credential === "token");
+    const known = devices.some((d) => d.id === id && d.credential === "token");
     if (known && !confirm(`${id} already has a token. Replace it? Its current sessions are disconnected.`)) return;
     addBtn.disabled = true;
-    await issue(id);
+    const issued = await issue(id);
     addBtn.disabled = false;
-    if (!formErr.textContent) idIn.value = "";
+    if (issued) idIn.value = "";
   });
 
   const item = (d: AdminDevice): HTMLLIElement => {
@@ -299,7 +302,7 @@ function devicesPanel(ctx: Ctx): Panel {
     try {
       const devs = await adminDevices();
       if (destroyed) return;
-      count = devs.length;
+      devices = devs;
       list.replaceChildren(...devs.map(item));
       status.hidden = devs.length > 0;
       status.textContent = devs.length ? "" : "No devices yet: add one above.";
@@ -315,7 +318,7 @@ function devicesPanel(ctx: Ctx): Panel {
 
   return {
     el,
-    info: () => ({ devices: count, tokenShown: box.shown }),
+    info: () => ({ devices: devices.length, tokenShown: box.shown }),
     destroy() {
       destroyed = true;
       box.destroy();
@@ -396,6 +399,23 @@ function usersPanel(ctx: Ctx): Panel {
     );
   };
 
+  /** Gives name a token and shows it; null if the panel went away.
+   *  Issuing the first user, or yourself, ends this page's session at the
+   *  server, and the live stream may notice before the answer arrives:
+   *  hold the page until the token is on screen. */
+  const issue = async (name: string, role: Operator["role"], first: boolean): Promise<IssuedUser | null> => {
+    const release = ctx.holdSession();
+    try {
+      const u = await issueUser(name, role);
+      if (destroyed) return null;
+      showIssued(u, first);
+      if (!first && u.name !== me.user) void load();
+      return u;
+    } finally {
+      release();
+    }
+  };
+
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     formErr.textContent = "";
@@ -410,23 +430,16 @@ function usersPanel(ctx: Ctx): Panel {
     if (existing && !confirm(`${name} exists. Give ${name} a new token${existing.role !== role ? ` and make them ${role === "admin" ? "an admin" : "a viewer"}` : ""}? The current token stops working.`)) return;
     const first = users.length === 0 && me.auth === "anonymous";
     addBtn.disabled = true;
-    // Issuing the first user, or yourself, ends this page's session at the
-    // server, and the live stream may notice before the answer arrives:
-    // hold the page until the token is on screen.
-    const release = ctx.holdSession();
     try {
-      const u = await issueUser(name, role);
-      if (destroyed) return;
+      const u = await issue(name, role, first);
+      if (!u) return;
       nameIn.value = "";
-      showIssued(u, first);
       announce(`Token for ${u.name} issued`);
-      if (!first && u.name !== me.user) void load();
-      else status.hidden = true;
+      if (first || u.name === me.user) status.hidden = true;
     } catch (err) {
       formErr.textContent = `Could not add ${name}: ${message(err)}`;
     } finally {
       addBtn.disabled = false;
-      release();
     }
   });
 
@@ -438,17 +451,12 @@ function usersPanel(ctx: Ctx): Panel {
       const warn = self ? " Your own session ends: you will sign in again with the new one." : " The current one stops working and its sessions end.";
       if (!confirm(`Give ${u.name} a new token?${warn}`)) return;
       renew.disabled = true;
-      const release = ctx.holdSession(); // as for Add: the token must get on screen
       try {
-        const issued = await issueUser(u.name, u.role);
-        if (destroyed) return;
-        showIssued(issued, false);
-        if (!self) void load();
+        await issue(u.name, u.role, false);
       } catch (e) {
         err.textContent = `Could not: ${message(e)}`;
       } finally {
         renew.disabled = false;
-        release();
       }
     });
     const remove = h("button", { type: "button", class: "btn btn-small btn-danger", "aria-label": `Remove ${u.name}`, "data-testid": "user-remove" }, "Remove");
